@@ -1,0 +1,313 @@
+"""The engine: continuous batching of branching generation over a backend.
+
+The engine knows nothing about text, only token ids. One step is three calls:
+
+* ``_schedule``: every live branch of every prompt in flight contributes its
+  pending token; prompts waiting for the cache contribute prefill chunks in
+  whatever room the batch has left;
+* ``backend.step``: ONE forward pass for all of it;
+* ``_postprocess``: entropy for every logits row at once, then per prompt the
+  strategy decides fork or sample, and finished branches free their cache.
+
+Prompts enter as others finish, as long as their sequences and cache cells fit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+from eager.backends.base import Backend, CacheFull, StepItem
+from eager.entropy import batch_entropy
+from eager.errors import EagerError
+from eager.results import GenerationResult, result_of
+from eager.sampling import sample, top_two
+from eager.sequence import Branch, ForkEvent, Request, Status, Tree
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """What a progress display needs after each step."""
+
+    steps: int
+    prompts_done: int
+    prompts_in_flight: int
+    live_branches: int
+    generated_tokens: int
+    elapsed_s: float
+
+
+@dataclass
+class _Row:
+    """Who a logits row of the current step belongs to."""
+
+    tree: Tree
+    branch: Branch | None  # None: the row ends the tree's prefill
+
+
+class Engine:
+    """Runs requests to completion on one backend.
+
+    Args:
+        backend: anything that implements :class:`eager.backends.base.Backend`.
+        max_prompts_in_flight: cap on prompts decoded together (None: as many
+            as the backend's sequences and cache cells allow).
+        on_step: called with :class:`StepStats` after every step.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        max_prompts_in_flight: int | None = None,
+        on_step: Callable[[StepStats], None] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.max_prompts_in_flight = max_prompts_in_flight
+        self.on_step = on_step
+        self._marker_cache: dict[str, list[list[int]]] = {}
+        self.steps = 0
+
+    # -- public ----------------------------------------------------------------------
+
+    def validate(self, request: Request) -> None:
+        n_prompt = len(request.prompt_ids)
+        if n_prompt == 0:
+            raise EagerError("the prompt is empty")
+        M = request.branching.max_sequences
+        if M > self.backend.max_sequences:
+            raise EagerError(f"M={M} exceeds the {self.backend.max_sequences} sequences the backend holds at once")
+        need = n_prompt + request.sampling.max_tokens
+        if need > self.backend.n_ctx:
+            raise EagerError(
+                f"max-tokens {request.sampling.max_tokens} + prompt {n_prompt} tokens = {need} "
+                f"exceeds the context of {self.backend.n_ctx} tokens; lower --max-tokens or raise --ctx"
+            )
+
+    def run(self, requests: Iterable[Request]) -> Iterator[tuple[int, GenerationResult]]:
+        """Generate for every request; yields (request position, result) as each finishes."""
+        waiting: deque[tuple[int, Tree]] = deque()
+        for position, request in enumerate(requests):
+            self.validate(request)
+            waiting.append((position, Tree(request, self._markers(request))))
+        active: list[tuple[int, Tree]] = []
+        done = 0
+        generated = 0
+        start = time.perf_counter()
+        while waiting or active:
+            self._admit(waiting, active)
+            items, rows = self._schedule(active)
+            try:
+                logits = self.backend.step(items)
+            except CacheFull:
+                self._make_room(items, active)
+            else:
+                self._advance_prefills(items, active)
+                self._postprocess(rows, logits)
+                self.steps += 1
+            still: list[tuple[int, Tree]] = []
+            for position, tree in active:
+                if tree.status is Status.FINISHED:
+                    done += 1
+                    generated += tree.generated_tokens
+                    yield position, result_of(tree, self.backend.tokenizer.decode)
+                else:
+                    still.append((position, tree))
+            active = still
+            if self.on_step:
+                self.on_step(
+                    StepStats(
+                        steps=self.steps,
+                        prompts_done=done,
+                        prompts_in_flight=len(active),
+                        live_branches=sum(len(t.live) for _, t in active),
+                        generated_tokens=generated + sum(t.generated_tokens for _, t in active),
+                        elapsed_s=time.perf_counter() - start,
+                    )
+                )
+
+    # -- admission -------------------------------------------------------------------
+
+    def _markers(self, request: Request) -> list[list[int]]:
+        text = request.branching.end_of_thinking
+        if not text:
+            return []
+        if text not in self._marker_cache:
+            self._marker_cache[text] = self.backend.tokenizer.encode_marker(text)
+        return self._marker_cache[text]
+
+    def _admit(self, waiting: deque, active: list) -> None:
+        """Move prompts into the cache while their sequences and cells fit.
+
+        Each prompt reserves M sequence slots, so a fork never waits for one;
+        cells are estimated as prompt plus generated tokens of every prompt in
+        flight (an upper bound: finished branches free theirs).
+        """
+        backend = self.backend
+        while waiting:
+            if self.max_prompts_in_flight and len(active) >= self.max_prompts_in_flight:
+                return
+            tree = waiting[0][1]
+            slots = sum(t.request.branching.max_sequences for _, t in active)
+            cells = sum(len(t.request.prompt_ids) + t.generated_tokens for _, t in active)
+            M = tree.request.branching.max_sequences
+            fits_slots = slots + M <= backend.max_sequences
+            fits_cells = cells + len(tree.request.prompt_ids) + M <= backend.n_ctx
+            if active and not (fits_slots and fits_cells):
+                return
+            position, tree = waiting.popleft()
+            tree.status = Status.PREFILLING
+            tree.root_seq = backend.new_sequence()
+            tree.started_at = time.perf_counter()
+            active.append((position, tree))
+
+    # -- one step --------------------------------------------------------------------
+
+    def _schedule(self, active: list) -> tuple[list[StepItem], list[_Row]]:
+        items: list[StepItem] = []
+        rows: list[_Row] = []
+        for _, tree in active:
+            if tree.status is Status.RUNNING:
+                for branch in tree.branches:
+                    if branch.pending is not None:
+                        items.append(StepItem(branch.seq, (branch.pending,)))
+                        rows.append(_Row(tree, branch))
+        room = getattr(self.backend, "n_batch", 1 << 30) - len(items)
+        for _, tree in active:
+            if tree.status is not Status.PREFILLING or room <= 0:
+                continue
+            prompt = tree.request.prompt_ids
+            chunk = prompt[tree.prefilled : tree.prefilled + room]
+            last = tree.prefilled + len(chunk) == len(prompt)
+            items.append(StepItem(tree.root_seq, chunk, want_logits=last))
+            if last:
+                rows.append(_Row(tree, None))
+            room -= len(chunk)
+        return items, rows
+
+    def _advance_prefills(self, items: list[StepItem], active: list) -> None:
+        """Move each prefilling prompt's cursor by the chunk it sent."""
+        by_seq = {item.seq: len(item.tokens) for item in items}
+        for _, tree in active:
+            if tree.status is Status.PREFILLING and tree.root_seq in by_seq:
+                tree.prefilled += by_seq[tree.root_seq]
+
+    def _postprocess(self, rows: list[_Row], logits: np.ndarray) -> None:
+        entropies = self._entropies(rows, logits)
+        by_tree: dict[int, list[tuple[Branch, np.ndarray, float]]] = {}
+        trees: dict[int, Tree] = {}
+        for row, row_logits, h in zip(rows, logits, entropies):
+            tree = row.tree
+            trees[id(tree)] = tree
+            if row.branch is None:
+                by_tree.setdefault(id(tree), []).extend(
+                    (branch, row_logits, h) for branch in self._start_branches(tree)
+                )
+            else:
+                by_tree.setdefault(id(tree), []).append((row.branch, row_logits, h))
+        for key, work in by_tree.items():
+            self._advance_tree(trees[key], work)
+
+    def _entropies(self, rows: list[_Row], logits: np.ndarray) -> np.ndarray:
+        """One vectorised entropy call per entropy mode present in the batch."""
+        out = np.empty(len(rows), dtype=np.float64)
+        modes: dict[tuple[str, int], list[int]] = {}
+        for i, row in enumerate(rows):
+            cfg = row.tree.request.branching
+            modes.setdefault((cfg.entropy, cfg.entropy_top_k), []).append(i)
+        for (mode, k), index in modes.items():
+            out[index] = batch_entropy(logits[index], mode, k)
+        return out
+
+    def _start_branches(self, tree: Tree) -> list[Branch]:
+        """The prompt is in the cache: open the strategy's initial branches.
+
+        Extra initial branches (parallel sampling) fork the prompt's cache, so
+        the prompt is computed once however many sequences start from it.
+        """
+        tree.status = Status.RUNNING
+        first = tree.new_branch([], [], seq=tree.root_seq)
+        extra = [
+            tree.new_branch([], [], seq=self.backend.fork(tree.root_seq))
+            for _ in range(tree.request.strategy.initial_branches(tree) - 1)
+        ]
+        return [first, *extra]
+
+    def _advance_tree(self, tree: Tree, work: list[tuple[Branch, np.ndarray, float]]) -> None:
+        request = tree.request
+        strategy = request.strategy
+        step_entropies = [h for _, _, h in work]
+        # theta_eff only matters when some entropy clears the fixed threshold
+        threshold = tree.effective_theta() if max(step_entropies) > request.branching.theta else request.branching.theta
+        forked = False
+        for branch, row, h in work:
+            if strategy.should_fork(tree, branch, h, threshold):
+                self._fork(tree, branch, row, h, threshold)
+                forked = True
+            else:
+                self._append(tree, branch, sample(row, request.sampling, branch.rng), h)
+        strategy.after_step(tree, step_entropies, forked)
+        if not tree.live:
+            tree.status = Status.FINISHED
+            tree.finished_at = time.perf_counter()
+
+    def _fork(self, tree: Tree, parent: Branch, row: np.ndarray, h: float, threshold: float) -> None:
+        """Parent goes on with the top-1 token, a new child starts with top-2."""
+        first, second = top_two(row)
+        position = len(parent.token_ids)
+        child = tree.new_branch(
+            list(parent.token_ids),
+            list(parent.entropies),
+            parent=parent.index,
+            fork_at=position,
+            seq=self.backend.fork(parent.seq),
+            past_end_of_thinking=parent.past_end_of_thinking,
+        )
+        tree.forks.append(ForkEvent(parent.index, child.index, position, float(h), float(threshold)))
+        self._append(tree, parent, first, h)
+        self._append(tree, child, second, h)
+
+    def _append(self, tree: Tree, branch: Branch, token: int, h: float) -> None:
+        if token in self.backend.tokenizer.eog_ids:
+            self._finish(branch, "stop")
+            return
+        branch.token_ids.append(token)
+        branch.entropies.append(float(h))
+        if tree.markers and not branch.past_end_of_thinking:
+            branch.past_end_of_thinking = tree.ends_thinking(branch.token_ids)
+        if len(branch.token_ids) >= tree.request.sampling.max_tokens:
+            self._finish(branch, "length")
+        else:
+            branch.pending = token
+
+    def _finish(self, branch: Branch, reason: str) -> None:
+        branch.finish_reason = reason
+        branch.pending = None
+        if branch.seq is not None:
+            self.backend.release(branch.seq)
+            branch.seq = None
+
+    def _make_room(self, items: list[StepItem], active: list) -> None:
+        """The cache is full: end the longest live branch with "length".
+
+        Nothing it generated is lost: it keeps its tokens and leaves the batch,
+        which frees the cells it alone used; the step is then tried again.
+        """
+        candidates = [
+            (len(t.request.prompt_ids) + len(b.token_ids), t, b)
+            for _, t in active
+            if t.status is Status.RUNNING
+            for b in t.branches
+            if b.pending is not None
+        ]
+        if not candidates:
+            raise EagerError("the KV cache cannot hold the prompt; raise --ctx or shorten the prompt")
+        _, tree, victim = max(candidates, key=lambda c: c[0])
+        self._finish(victim, "length")
+        if not tree.live:
+            tree.status = Status.FINISHED
+            tree.finished_at = time.perf_counter()
