@@ -108,7 +108,9 @@ def generate(
         end_of_thinking=end_of_thinking,
     )
     sampling = SamplingConfig(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed)
-    get_strategy(method)  # fail on a bad method before loading a model
+    get_strategy(method)  # fail on bad input before loading a model
+    if backend is None and max_tokens >= ctx:
+        raise EagerError(f"max-tokens {max_tokens} does not fit in the context of {ctx} tokens; lower --max-tokens or raise --ctx")
     own_backend = backend is None
     if own_backend:
         backend = load_backend(model, ctx=ctx, max_sequences=max(64, M), threads=threads)

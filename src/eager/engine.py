@@ -101,6 +101,8 @@ class Engine:
         while waiting or active:
             self._admit(waiting, active)
             items, rows = self._schedule(active)
+            shares = self._token_shares(items, active)
+            step_start = time.perf_counter()
             try:
                 logits = self.backend.step(items)
             except CacheFull:
@@ -109,6 +111,9 @@ class Engine:
                 self._advance_prefills(items, active)
                 self._postprocess(rows, logits)
                 self.steps += 1
+            elapsed = time.perf_counter() - step_start
+            for tree, share in shares:
+                tree.compute_s += elapsed * share
             still: list[tuple[int, Tree]] = []
             for position, tree in active:
                 if tree.status is Status.FINISHED:
@@ -188,6 +193,29 @@ class Engine:
                 rows.append(_Row(tree, None))
             room -= len(chunk)
         return items, rows
+
+    @staticmethod
+    def _token_shares(items: list[StepItem], active: list) -> list[tuple[Tree, float]]:
+        """Each prompt's fraction of the tokens in a step.
+
+        Prompts share every step, so per-prompt clocks would overlap; splitting
+        each step's time by these fractions gives shares that add up to the
+        run's wall-clock.
+        """
+        owner: dict[int, Tree] = {}
+        for _, tree in active:
+            if tree.status is Status.PREFILLING:
+                owner[tree.root_seq] = tree
+            for branch in tree.branches:
+                if branch.seq is not None:
+                    owner[branch.seq] = tree
+        counts: dict[int, list] = {}
+        total = 0
+        for item in items:
+            tree = owner[item.seq]
+            counts.setdefault(id(tree), [tree, 0])[1] += len(item.tokens)
+            total += len(item.tokens)
+        return [(tree, n / total) for tree, n in counts.values()] if total else []
 
     def _advance_prefills(self, items: list[StepItem], active: list) -> None:
         """Move each prefilling prompt's cursor by the chunk it sent."""

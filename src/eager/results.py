@@ -37,7 +37,8 @@ class GenerationResult:
     sequences: list[SequenceResult]
     forks: list[ForkEvent]
     generated_tokens: int  # what the engine computed: a shared prefix counted once
-    wall_s: float
+    wall_s: float  # this prompt's share of the engine's time (shares of one run add up to its wall-clock)
+    latency_s: float  # from entering the cache to its last branch finishing
 
     @property
     def sequence_tokens(self) -> int:
@@ -54,6 +55,7 @@ class GenerationResult:
             "generated_tokens": self.generated_tokens,
             "sequence_tokens": self.sequence_tokens,
             "wall_s": round(self.wall_s, 4),
+            "latency_s": round(self.latency_s, 4),
         }
 
 
@@ -79,5 +81,6 @@ def result_of(tree: Tree, decode) -> GenerationResult:
         sequences=sequences,
         forks=list(tree.forks),
         generated_tokens=tree.generated_tokens,
-        wall_s=tree.finished_at - tree.started_at,
+        wall_s=tree.compute_s,
+        latency_s=tree.finished_at - tree.started_at,
     )

@@ -91,6 +91,7 @@ class Tree:
     branching_open: bool = True
     started_at: float = 0.0
     finished_at: float = 0.0
+    compute_s: float = 0.0  # this prompt's share of step time, by tokens in each step
     _history: np.ndarray = field(default_factory=lambda: np.empty(256, dtype=np.float64))
     _n_history: int = 0
 
