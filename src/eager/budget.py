@@ -1,0 +1,106 @@
+"""Budget: where the sequences EAGER-init saved are spent again.
+
+The budget is counted in sequences: B = M * |D| for |D| prompts with a cap of M
+sequences each. EAGER-init uses n_i <= M on prompt i, saving R = B - sum_i n_i.
+R is split evenly over a set H of "hard" prompts:
+
+    extra_i = floor(R / |H|), plus 1 for the first (R mod |H|) prompts of H,
+
+so if R < |H| the first R hard prompts get one sequence each. Each extra_i is then
+capped. Nothing is redistributed after capping: shares differ by at most one, so
+when the cap binds it binds (to within one) for every hard prompt.
+
+- EAGER-adapt (no labels): H = prompts that reached the cap, cap = 3M.
+- Full EAGER (labels): H = prompts with no correct sequence, those at the cap
+  first, cap = M.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def split_budget(saved: int, hard: Sequence[int], cap: int) -> dict[int, int]:
+    """Split ``saved`` extra sequences evenly over the prompt indices in ``hard``.
+
+    Returns {prompt index: extra sequences} for the prompts that get at least one,
+    in the order of ``hard``. ``saved <= 0`` or no hard prompts gives {}.
+    """
+    if cap < 0:
+        raise ValueError(f"cap must be >= 0, got {cap}")
+    if len(set(hard)) != len(hard):
+        raise ValueError(f"hard prompt indices must be distinct, got {list(hard)}")
+    if saved <= 0 or not hard:
+        return {}
+    share, remainder = divmod(saved, len(hard))
+    plan = {}
+    for position, index in enumerate(hard):
+        extra = min(share + (1 if position < remainder else 0), cap)
+        if extra > 0:
+            plan[index] = extra
+    return plan
+
+
+def _check_counts(n_sequences: Sequence[int], max_sequences: int, extra_factor: int) -> None:
+    if max_sequences < 1:
+        raise ValueError(f"M must be >= 1, got {max_sequences}")
+    if extra_factor < 0:
+        raise ValueError(f"extra_factor must be >= 0, got {extra_factor}")
+    if any(n < 0 for n in n_sequences):
+        raise ValueError(f"sequence counts must be >= 0, got {list(n_sequences)}")
+
+
+def saved_budget(n_sequences: Sequence[int], max_sequences: int) -> int:
+    """R = M * |D| - sum_i n_i: sequences the first pass did not use."""
+    return max_sequences * len(n_sequences) - sum(n_sequences)
+
+
+def adapt_plan(n_sequences: Sequence[int], M: int, extra_factor: int = 3) -> dict[int, int]:
+    """EAGER-adapt reallocation: hard = prompts with n_i >= M, each capped at extra_factor * M."""
+    _check_counts(n_sequences, M, extra_factor)
+    hard = [index for index, n in enumerate(n_sequences) if n >= M]
+    return split_budget(saved_budget(n_sequences, M), hard, extra_factor * M)
+
+
+def full_plan(
+    n_sequences: Sequence[int], solved: Sequence[bool], M: int, extra_factor: int = 1
+) -> dict[int, int]:
+    """Full-EAGER reallocation: hard = unsolved prompts, those at the cap (n_i >= M)
+    first, otherwise in prompt order; each capped at extra_factor * M."""
+    _check_counts(n_sequences, M, extra_factor)
+    if len(solved) != len(n_sequences):
+        raise ValueError(f"solved has {len(solved)} entries for {len(n_sequences)} prompts")
+    unsolved = [index for index, done in enumerate(solved) if not done]
+    hard = sorted(unsolved, key=lambda index: n_sequences[index] < M)  # stable: at-cap first
+    return split_budget(saved_budget(n_sequences, M), hard, extra_factor * M)
+
+
+def retry_theta(
+    theta: float,
+    attempt: int,
+    *,
+    at_cap: bool,
+    decay: float = 0.8,
+    late_decay: float = 0.9,
+) -> float:
+    """Entropy threshold for the ``attempt``-th extra tree of a prompt (0 = first).
+
+    Reading of the authors' schedule: a prompt that reached the cap has shown it
+    branches at ``theta``, so it keeps ``theta`` on every attempt. A prompt below the
+    cap (full EAGER) lowers it so the new tree does branch: every retry multiplies
+    by ``decay`` (0.8), and every retry from the third try on (attempt >= 2) by
+    ``late_decay`` (0.9) as well, compounding:
+
+        theta_a = theta * decay**a * late_decay**max(0, a - 1)
+
+    e.g. theta = 2.5: 2.5, 2.0, 1.44, 1.0368, ...
+    """
+    if attempt < 0:
+        raise ValueError(f"attempt must be >= 0, got {attempt}")
+    if theta < 0:
+        raise ValueError(f"theta must be >= 0, got {theta}")
+    if not (0 < decay <= 1 and 0 < late_decay <= 1):
+        raise ValueError(f"decay factors must be in (0, 1], got {decay}, {late_decay}")
+    if at_cap:
+        return theta
+    return theta * decay**attempt * late_decay ** max(0, attempt - 1)

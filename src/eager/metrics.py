@@ -1,0 +1,201 @@
+"""Metrics: pure functions from graded sequences to the numbers the paper reports.
+
+Per prompt with n sequences of which c are correct:
+
+- Pass@k (the paper's): 1 if ANY of the prompt's sequences is correct. k varies
+  per prompt and method (EAGER produces a different number of sequences per prompt).
+- unbiased pass@k (Chen et al. 2021): the probability that a random k-subset of the
+  n sequences holds at least one correct one, 1 - C(n-c, k) / C(n, k), for fixed k.
+- pass rate: c / n.
+- Cons@k: majority vote over the extracted answers; 1 if the winner is correct.
+
+``summarize`` averages these over prompts and sums the cost counters.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eager.errors import EagerError
+
+
+def pass_at_any(correct: Sequence[bool]) -> float:
+    """1.0 if any sequence is correct, else 0.0 (also 0.0 for no sequences)."""
+    return 1.0 if any(correct) else 0.0
+
+
+def unbiased_pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k estimator of Chen et al. (2021): 1 - C(n-c, k) / C(n, k).
+
+    C(n-c, k) / C(n, k) is the chance that k draws without replacement from n
+    sequences all miss the c correct ones. Written as a product to avoid huge
+    binomials:  C(n-c, k) / C(n, k) = prod_{i=n-c+1}^{n} (1 - k / i).
+    If n - c < k every k-subset contains a correct sequence and the result is 1.
+    """
+    if n < 0 or not 0 <= c <= n:
+        raise ValueError(f"need 0 <= c <= n, got n={n}, c={c}")
+    if not 1 <= k <= n:
+        raise ValueError(f"need 1 <= k <= n, got k={k}, n={n}")
+    if n - c < k:
+        return 1.0
+    miss_all = 1.0
+    for i in range(n - c + 1, n + 1):
+        miss_all *= 1.0 - k / i
+    return 1.0 - miss_all
+
+
+def pass_rate(correct: Sequence[bool]) -> float:
+    """Fraction of correct sequences; 0.0 for no sequences."""
+    return sum(bool(x) for x in correct) / len(correct) if len(correct) else 0.0
+
+
+def normalize_vote(answer: str | None) -> str | None:
+    """Light normalisation before voting: strip, drop surrounding ``$``, drop all
+    whitespace. ``" $\\frac{1}{2}$ "`` and ``"\\frac {1}{2}"`` vote together;
+    no mathematical equivalence is attempted ("0.5" and "\\frac{1}{2}" differ).
+    Returns None for None or an answer that is empty after normalisation."""
+    if answer is None:
+        return None
+    key = "".join(answer.strip().strip("$").split())
+    return key or None
+
+
+def _majority_index(answers: Sequence[str | None]) -> int | None:
+    """Index of the first occurrence of the most common answer (ties: earliest first occurrence)."""
+    keys = [normalize_vote(answer) for answer in answers]
+    counts = Counter(key for key in keys if key is not None)
+    if not counts:
+        return None
+    top = max(counts.values())
+    for index, key in enumerate(keys):
+        if key is not None and counts[key] == top:
+            return index
+    return None  # unreachable: counts is non-empty
+
+
+def majority_vote(answers: Sequence[str | None]) -> str | None:
+    """Most common answer (after ``normalize_vote``), ignoring None.
+
+    Ties go to the answer whose first occurrence comes first. Returns that first
+    occurrence as written (not normalised), or None if there is no answer at all.
+    """
+    index = _majority_index(answers)
+    return None if index is None else answers[index]
+
+
+def cons_at_k(answers: Sequence[str | None], correct: Sequence[bool]) -> float:
+    """1.0 if the majority answer is correct (judged on its first occurrence), else 0.0."""
+    if len(answers) != len(correct):
+        raise ValueError(f"answers and correct differ in length: {len(answers)} vs {len(correct)}")
+    index = _majority_index(answers)
+    return 1.0 if index is not None and correct[index] else 0.0
+
+
+def ks_up_to(n: int) -> list[int]:
+    """Powers of two 1, 2, 4, ... not above n (empty for n < 1)."""
+    ks = []
+    k = 1
+    while k <= n:
+        ks.append(k)
+        k *= 2
+    return ks
+
+
+@dataclass(frozen=True)
+class PromptScore:
+    """Metrics and costs of one prompt.
+
+    Attributes:
+        id: the problem id.
+        n_sequences: number of finished sequences (#S).
+        n_correct: how many of them were graded correct.
+        pass_at_any: 1.0 if any sequence is correct.
+        pass_rate: n_correct / n_sequences.
+        cons: 1.0 if the majority-vote answer is correct.
+        generated_tokens: tokens the hardware generated (shared prefixes once, #T).
+        sequence_tokens: sum of the sequences' own lengths (shared prefixes repeated).
+        forks: number of fork events.
+        wall_s: wall-clock seconds spent on the prompt.
+    """
+
+    id: str
+    n_sequences: int
+    n_correct: int
+    pass_at_any: float
+    pass_rate: float
+    cons: float
+    generated_tokens: int
+    sequence_tokens: int
+    forks: int
+    wall_s: float
+
+
+def _required(record: dict[str, Any], key: str) -> Any:
+    if key not in record:
+        raise EagerError(f"eval record {record.get('id', '?')!r} has no {key!r} field")
+    return record[key]
+
+
+def score_prompt(record: dict[str, Any]) -> PromptScore:
+    """Score one eval record.
+
+    The record holds "id", "generated_tokens", "wall_s", optionally "forks" (a list of
+    fork events, or a count; absent means 0) and "sequences": a list of dicts with at
+    least "n_tokens", "answer" and "correct".
+    """
+    sequences = _required(record, "sequences")
+    answers = [sequence.get("answer") for sequence in sequences]
+    correct = [bool(sequence.get("correct", False)) for sequence in sequences]
+    forks = record.get("forks", 0)
+    return PromptScore(
+        id=str(_required(record, "id")),
+        n_sequences=len(sequences),
+        n_correct=sum(correct),
+        pass_at_any=pass_at_any(correct),
+        pass_rate=pass_rate(correct),
+        cons=cons_at_k(answers, correct),
+        generated_tokens=int(_required(record, "generated_tokens")),
+        sequence_tokens=sum(int(sequence.get("n_tokens", 0)) for sequence in sequences),
+        forks=forks if isinstance(forks, int) else len(forks),
+        wall_s=float(_required(record, "wall_s")),
+    )
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Aggregate eval records into one summary dict.
+
+    Means over prompts: "pass_at_k" (Pass@k, any sequence correct), "pass_rate",
+    "cons_at_k", and "unbiased_pass_at_k" = {str(k): mean unbiased pass@k} for
+    k in 1, 2, 4, ... up to the smallest number of sequences of any prompt.
+    Sums: "generated_tokens", "sequence_tokens", "sequences", "forks", "wall_s".
+    "tokens_per_s" = generated_tokens / wall_s (0.0 when wall_s is 0).
+    An empty list gives zeros.
+    """
+    scores = [score_prompt(record) for record in records]
+    min_n = min((score.n_sequences for score in scores), default=0)
+    unbiased = {
+        str(k): _mean([unbiased_pass_at_k(s.n_sequences, s.n_correct, k) for s in scores])
+        for k in ks_up_to(min_n)
+    }
+    generated = sum(score.generated_tokens for score in scores)
+    wall = sum((score.wall_s for score in scores), 0.0)
+    return {
+        "n_prompts": len(scores),
+        "pass_at_k": _mean([score.pass_at_any for score in scores]),
+        "unbiased_pass_at_k": unbiased,
+        "pass_rate": _mean([score.pass_rate for score in scores]),
+        "cons_at_k": _mean([score.cons for score in scores]),
+        "generated_tokens": generated,
+        "sequence_tokens": sum(score.sequence_tokens for score in scores),
+        "sequences": sum(score.n_sequences for score in scores),
+        "forks": sum(score.forks for score in scores),
+        "wall_s": wall,
+        "tokens_per_s": generated / wall if wall > 0 else 0.0,
+    }
