@@ -138,3 +138,23 @@ def test_console_script_exits_nonzero_on_bad_input():
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("eager: error: unknown model 'nope'")
+
+
+def test_a_full_kv_cache_ends_branches_with_length_without_crashing():
+    from eager.api import load_backend
+
+    small = load_backend("smollm2-135m", ctx=160, max_sequences=8, threads=2)
+    n_ctx = small.n_ctx  # llama.cpp pads the context (here to 256 cells)
+    try:
+        result = eager.generate(PROMPT, backend=small, method="parallel", M=4, max_tokens=100,
+                                temperature=1.5, end_of_thinking="", seed=2)[0]
+    finally:
+        small.close()
+    assert len(result.sequences) == 4
+    cut = [len(s.token_ids) for s in result.sequences if s.finish_reason == "length" and len(s.token_ids) < 100]
+    assert cut, "the cache cannot hold 4 x 100 tokens, so a branch must be cut"
+    # the first cut came when the 4 branches, stepping together, had filled the cache
+    first = min(cut)
+    assert result.prompt_tokens + 4 * (first - 1) <= n_ctx < result.prompt_tokens + 4 * (first + 1)
+    # the cut branch freed its cells and the others went on: nothing was lost
+    assert result.prompt_tokens + result.generated_tokens > n_ctx
