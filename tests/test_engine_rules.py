@@ -261,3 +261,13 @@ def test_engine_reports_progress_each_step():
     assert seen and seen[-1].prompts_done == 1 and seen[-1].live_branches == 0
     assert [s.steps for s in seen] == sorted(s.steps for s in seen)
     assert isinstance(Engine(backend).steps, int)
+
+
+def test_a_tight_cache_never_cuts_a_prompt_because_of_its_neighbours():
+    prompts = [f"tight cache {i}" for i in range(8)]
+    _, alone = run(prompts=prompts[:1], backend=MockBackend(VOCAB, n_ctx=230), method="parallel", M=2)
+    backend = MockBackend(VOCAB, n_ctx=230)
+    _, crowded = run(prompts=prompts, backend=backend, method="parallel", M=2)
+    assert [s.token_ids for s in crowded[0].sequences] == [s.token_ids for s in alone[0].sequences]
+    assert max(backend.batch_sizes) > 2  # still more than one prompt in flight when they fit
+    assert all(s.finish_reason == "stop" for r in crowded for s in r.sequences)

@@ -146,11 +146,13 @@ class Engine:
         return self._marker_cache[text]
 
     def _admit(self, waiting: deque, active: list) -> None:
-        """Move prompts into the cache while their sequences and cells fit.
+        """Move prompts into the cache while their worst case fits beside the others.
 
-        Each prompt reserves M sequence slots, so a fork never waits for one;
-        cells are estimated as prompt plus generated tokens of every prompt in
-        flight (an upper bound: finished branches free theirs).
+        Each prompt reserves M sequence slots, so a fork never waits for one,
+        and prompt + M * max_tokens cells, so no prompt's branches are ever cut
+        short because of its neighbours: a tree's result does not depend on
+        what else is in flight. A prompt is always admitted when it would be
+        alone; only then can the cache fill (see ``_make_room``).
         """
         backend = self.backend
         while waiting:
@@ -158,10 +160,9 @@ class Engine:
                 return
             tree = waiting[0][1]
             slots = sum(t.request.branching.max_sequences for _, t in active)
-            cells = sum(len(t.request.prompt_ids) + t.generated_tokens for _, t in active)
-            M = tree.request.branching.max_sequences
-            fits_slots = slots + M <= backend.max_sequences
-            fits_cells = cells + len(tree.request.prompt_ids) + M <= backend.n_ctx
+            cells = sum(_worst_case_cells(t.request) for _, t in active)
+            fits_slots = slots + tree.request.branching.max_sequences <= backend.max_sequences
+            fits_cells = cells + _worst_case_cells(tree.request) <= backend.n_ctx
             if active and not (fits_slots and fits_cells):
                 return
             position, tree = waiting.popleft()
@@ -339,3 +340,8 @@ class Engine:
         if not tree.live:
             tree.status = Status.FINISHED
             tree.finished_at = time.perf_counter()
+
+
+def _worst_case_cells(request: Request) -> int:
+    """Cache cells a prompt's tree can use at most: its prompt and M full sequences."""
+    return len(request.prompt_ids) + request.branching.max_sequences * request.sampling.max_tokens
