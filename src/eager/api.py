@@ -17,6 +17,7 @@ from eager.config import BranchingConfig, SamplingConfig
 from eager.engine import Engine, StepStats
 from eager.errors import EagerError
 from eager.models import DEFAULT_MODEL, resolve_model
+from eager.remote import generate_remote, parse_remote_model
 from eager.results import GenerationResult
 from eager.sequence import Request
 from eager.strategies import get_strategy
@@ -92,7 +93,8 @@ def generate(
     """Generate for every prompt with EAGER-init or full parallel sampling.
 
     Returns one :class:`GenerationResult` per prompt, in the order given.
-    Pass ``backend`` to reuse a loaded model (``load_backend``) or a mock.
+    Pass ``backend`` to reuse a loaded model (``load_backend``) or a mock;
+    ``model="openai:http://HOST:PORT/v1#name"`` drives an OpenAI-compatible server.
     """
     if isinstance(prompts, str):
         prompts = [prompts]
@@ -109,6 +111,12 @@ def generate(
     )
     sampling = SamplingConfig(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens, seed=seed)
     get_strategy(method)  # fail on bad input before loading a model
+    if backend is None and (remote := parse_remote_model(model)):
+        url, served_model = remote
+        return generate_remote(
+            prompts, url=url, served_model=served_model, method=method, branching=branching,
+            sampling=sampling, chat=chat, on_step=on_step,
+        )
     if backend is None and max_tokens >= ctx:
         raise EagerError(f"max-tokens {max_tokens} does not fit in the context of {ctx} tokens; lower --max-tokens or raise --ctx")
     own_backend = backend is None

@@ -10,16 +10,20 @@ import numpy as np
 
 
 def _entropy_of_logits(logits: np.ndarray) -> np.ndarray:
-    """H = -sum q log q with q = softmax(logits) along the last axis.
+    """H = -sum q log q with q = softmax(logits) along the last axis, in float64.
 
     Written as H = logsumexp(l) - sum(q * l), which needs one exp per entry
-    and stays finite for -inf logits (their q is exactly 0).
+    and stays finite for -inf logits (their q is exactly 0, and their term is
+    taken as 0). Two full-size temporaries, both reused in place: at a full
+    vocabulary each fresh buffer costs page faults, not just arithmetic.
     """
-    shifted = logits - logits.max(axis=-1, keepdims=True)
+    shifted = np.subtract(logits, logits.max(axis=-1, keepdims=True), dtype=np.float64)
     weights = np.exp(shifted)
     total = weights.sum(axis=-1)
-    finite = np.where(np.isfinite(shifted), shifted, 0.0)
-    return np.log(total) - (weights * finite).sum(axis=-1) / total
+    if not np.isfinite(shifted).all():
+        shifted[~np.isfinite(shifted)] = 0.0
+    np.multiply(weights, shifted, out=weights)
+    return np.log(total) - weights.sum(axis=-1) / total
 
 
 def topk_entropy(logits: np.ndarray, k: int = 20) -> np.ndarray:
@@ -35,9 +39,21 @@ def topk_entropy(logits: np.ndarray, k: int = 20) -> np.ndarray:
     return _entropy_of_logits(top.astype(np.float64))
 
 
+def entropy_from_logprobs(logprobs: np.ndarray) -> np.ndarray:
+    """Entropy renormalised over the log-probabilities a server returned, per row.
+
+    A completions server sends log p_i for the top-K tokens of each step.
+    Renormalising p over those K is a softmax of their log-probabilities, so
+    this equals :func:`topk_entropy` of the full logits whenever the server's K
+    tokens are the K most probable. Rows with fewer than K entries are padded
+    with -inf (a zero-probability entry adds nothing).
+    """
+    return _entropy_of_logits(np.asarray(logprobs, dtype=np.float64))
+
+
 def full_entropy(logits: np.ndarray) -> np.ndarray:
     """Exact entropy of softmax(logits) over the whole vocabulary."""
-    return _entropy_of_logits(np.asarray(logits, dtype=np.float64))
+    return _entropy_of_logits(np.asarray(logits))
 
 
 def batch_entropy(logits: np.ndarray, mode: str, k: int) -> np.ndarray:
