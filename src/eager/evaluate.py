@@ -4,7 +4,7 @@ Data flow: problems (datasets) -> prompts -> engine trees -> graded sequences
 (grading, or a caller's verifier) -> one JSON line per finished prompt ->
 reallocation of the saved budget (budget) -> report (metrics).
 
-Methods, all on the same prompts and one loaded backend:
+Methods, all on the same prompts and one model:
 
 * ``parallel``: M independent samples per prompt;
 * ``eager-init``: one EAGER-init tree per prompt, at most M sequences;
@@ -22,6 +22,12 @@ makes at least one sequence, so this ends. A tree's sampling is keyed by
 other prompts share the run, and eager-adapt and eager reuse the very trees of
 eager-init.
 
+Where the trees grow is an :class:`Executor`: :class:`LocalExecutor` runs the
+engine on a backend in this process; ``eager.distributed.RayExecutor`` shards
+the trees over Ray workers, each with its own executor opened by the same
+:func:`open_executor`. Either way this process grades every result and writes
+every file, so a run's records do not depend on where its trees grew.
+
 Everything is resumable: each finished prompt is one fsynced line in
 ``<method>.jsonl``; each finished extra tree is one line in the journal
 ``.extra-<method>.jsonl``. A restart with the same configuration skips what is
@@ -38,7 +44,7 @@ import zlib
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence
 
 from eager.api import DEFAULT_CTX, load_backend, make_requests
 from eager.backends.base import Backend
@@ -51,6 +57,9 @@ from eager.grading import Grader, extract_answer, grade
 from eager.models import DEFAULT_MODEL
 from eager.report import CONFIG_FILE, read_jsonl, write_report
 from eager.results import GenerationResult, SequenceResult
+
+if TYPE_CHECKING:
+    from eager.distributed import RayOptions
 
 log = logging.getLogger(__name__)
 
@@ -550,6 +559,104 @@ class ExtraJournal(RecordLog):
         return self.trees.get((problem.id, M), [])
 
 
+# -- executors: where trees grow -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TreeTask:
+    """One tree to grow, as text: what an executor needs, wherever it runs.
+
+    ``key`` keys the tree's sampling (see :func:`tree_key`), so the tree does not
+    depend on which executor, worker or batch grows it.
+    """
+
+    prompt: str
+    strategy: str
+    branching: BranchingConfig
+    sampling: SamplingConfig
+    chat: bool
+    key: tuple[int, ...]
+
+
+StepFn = Callable[[StepStats], None]
+
+
+class Executor(Protocol):
+    """Grows trees: yields (task position, result) as each tree finishes, in any order."""
+
+    @property
+    def max_sequences(self) -> int:
+        """The largest tree (sequences) it can grow."""
+        ...
+
+    def run(self, tasks: Sequence[TreeTask], on_step: StepFn | None = None) -> Iterator[tuple[int, GenerationResult]]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to open a model for growing trees, here or in a Ray worker.
+
+    Attributes:
+        model: packaged model name or .gguf path.
+        ctx, max_sequences, threads: the backend's context cells, sequences held
+            at once and CPU threads (None: llama.cpp's choice).
+        max_prompts_in_flight: cap on trees decoded together (None: as many as fit).
+    """
+
+    model: str
+    ctx: int = DEFAULT_CTX
+    max_sequences: int = 64
+    threads: int | None = None
+    max_prompts_in_flight: int | None = None
+
+
+class LocalExecutor:
+    """The engine over one backend in this process: tokenise, run, detokenise."""
+
+    def __init__(self, backend: Backend, *, max_prompts_in_flight: int | None = None, owns_backend: bool = False) -> None:
+        self.backend = backend
+        self.max_prompts_in_flight = max_prompts_in_flight
+        self.owns_backend = owns_backend
+
+    @property
+    def max_sequences(self) -> int:
+        return self.backend.max_sequences
+
+    def run(self, tasks: Sequence[TreeTask], on_step: StepFn | None = None) -> Iterator[tuple[int, GenerationResult]]:
+        requests = [
+            make_requests(
+                [task.prompt], self.backend, method=task.strategy, branching=task.branching,
+                sampling=task.sampling, chat=task.chat, keys=[task.key],
+            )[0]
+            for task in tasks
+        ]
+        engine = Engine(self.backend, max_prompts_in_flight=self.max_prompts_in_flight, on_step=on_step)
+        yield from engine.run(requests)
+
+    def close(self) -> None:
+        if self.owns_backend:
+            self.backend.close()
+
+
+def open_executor(spec: ModelSpec) -> Executor:
+    """The one way from a model spec to an executor: a local run and every Ray worker call it."""
+    backend = load_backend(spec.model, ctx=spec.ctx, max_sequences=spec.max_sequences, threads=spec.threads)
+    return LocalExecutor(backend, max_prompts_in_flight=spec.max_prompts_in_flight, owns_backend=True)
+
+
+def model_spec(config: EvalConfig) -> ModelSpec:
+    """The spec of ``config``'s model; a .gguf path is made absolute, as workers start elsewhere."""
+    model = config.model
+    if (os.sep in model or model.endswith(".gguf")) and Path(model).expanduser().is_file():
+        model = str(Path(model).expanduser().resolve())
+    return ModelSpec(
+        model=model, ctx=config.ctx, max_sequences=min(256, backend_sequences(config)), threads=config.threads,
+        max_prompts_in_flight=config.max_prompts_in_flight,
+    )
+
+
 # -- the run ----------------------------------------------------------------------------
 
 
@@ -583,7 +690,7 @@ def tree_key(problem: Problem, M: int, method: str, attempt: int = 0) -> tuple[i
 
 
 class EvalRun:
-    """One ``eager eval``: the records on disk, the backend, and the phases that fill them."""
+    """One ``eager eval``: the records on disk, the executor, and the phases that fill them."""
 
     def __init__(self, config: EvalConfig, out: Path, problems: list[Problem], verify: Verifier, on_progress: ProgressFn | None) -> None:
         self.config = config
@@ -591,7 +698,7 @@ class EvalRun:
         self.problems = problems
         self.verify = verify
         self.on_progress = on_progress
-        self.backend: Backend | None = None
+        self.executor: Executor | None = None
         self.records: dict[str, MethodRecords] = {}
         self.journals: dict[str, ExtraJournal] = {}
         self.records_written = 0
@@ -670,7 +777,7 @@ class EvalRun:
         attempt = len(self.journals[item.method].of(item.problem, item.M))
         at_cap = len(self.records[INIT_METHOD].by_key[(item.problem.id, item.M)]["sequences"]) >= item.M
         theta = retry_theta(cfg.theta, attempt, at_cap=at_cap, decay=cfg.retry_decay, late_decay=cfg.retry_late_decay)
-        size = min(self._remaining(item), self.backend.max_sequences)
+        size = min(self._remaining(item), self.executor.max_sequences)
         branching = replace(cfg.branching(item.M), max_sequences=size, theta=theta)
         key = tree_key(item.problem, item.M, item.method, attempt)
         return TreeJob(item.method, item.problem, item.M, INIT_METHOD, branching, key, attempt, owed=item)
@@ -680,17 +787,14 @@ class EvalRun:
         trees = self.journals[item.method].of(item.problem, item.M)
         self._write(item.method, merged_record(item.method, init, trees, item.extra))
 
-    # -- the engine --------------------------------------------------------------------------
+    # -- the executor ------------------------------------------------------------------------
 
     def _run_jobs(self, jobs: list[TreeJob], phase: str, finished: Callable[[TreeJob, GenerationResult], None]) -> None:
         if not jobs:
             return
         cfg = self.config
-        requests = [
-            make_requests(
-                [format_prompt(job.problem, cfg.template)], self.backend, method=job.strategy,
-                branching=job.branching, sampling=cfg.sampling(), chat=cfg.chat, keys=[job.key],
-            )[0]
+        tasks = [
+            TreeTask(format_prompt(job.problem, cfg.template), job.strategy, job.branching, cfg.sampling(), cfg.chat, job.key)
             for job in jobs
         ]
         progress = Progress(phase, 0, len(jobs), 0, 0.0, self.records_written)
@@ -701,8 +805,7 @@ class EvalRun:
             progress = replace(progress, trees_done=stats.prompts_done, live_branches=stats.live_branches, tokens_per_s=rate)
             self._report(progress)
 
-        engine = Engine(self.backend, max_prompts_in_flight=cfg.max_prompts_in_flight, on_step=on_step)
-        for done, (position, result) in enumerate(engine.run(requests), start=1):
+        for done, (position, result) in enumerate(self.executor.run(tasks, on_step), start=1):
             finished(jobs[position], result)
             progress = replace(progress, trees_done=done, records_written=self.records_written)
             self._report(progress)
@@ -748,11 +851,25 @@ def backend_sequences(config: EvalConfig) -> int:
     return max(64, max(config.M) * max(factors))
 
 
+def open_run_executor(config: EvalConfig, backend: Backend | None, ray: "RayOptions | None") -> Executor:
+    """A given backend runs here; Ray options shard over workers; else ``config.model`` loads here."""
+    if backend is not None:
+        if ray is not None:
+            raise EagerError("give either a backend or Ray options, not both")
+        return LocalExecutor(backend, max_prompts_in_flight=config.max_prompts_in_flight)
+    if ray is not None:
+        from eager.distributed import RayExecutor
+
+        return RayExecutor(model_spec(config), ray)
+    return open_executor(model_spec(config))
+
+
 def run_eval(
     config: EvalConfig,
     backend: Backend | None = None,
     on_progress: ProgressFn | None = None,
     verifier: Verifier | None = None,
+    ray: "RayOptions | None" = None,
 ) -> dict[str, Any]:
     """Run (or resume) every method of ``config`` and write the report; returns the summary.
 
@@ -769,7 +886,14 @@ def run_eval(
             pipeline can pass its reward. Default: the last \\boxed{} answer
             against the gold answer, with Math-Verify. A verifier that raises
             counts the sequence as wrong.
+        ray: grow the trees on Ray workers (``eager.distributed.RayOptions``), each
+            loading ``config.model`` once; grading and every file stay here, so
+            the records, the reallocation and resuming are those of a local run.
     """
+    if ray is not None:
+        from eager.distributed import import_ray
+
+        import_ray()  # without Ray installed, fail before anything is written
     out = prepare_out_dir(Path(config.out_dir))
     problems = load_selection(config)
     check_or_write_config(out, stored_config(config, problems, verifier_name(verifier)), config.methods)
@@ -778,10 +902,7 @@ def run_eval(
     with ExitStack() as stack:
         run.open(stack)
         if not run.complete:
-            if backend is None:
-                backend = load_backend(config.model, ctx=config.ctx, max_sequences=min(256, backend_sequences(config)), threads=config.threads)
-                stack.callback(backend.close)
-            run.backend = backend
+            run.executor = stack.enter_context(closing(open_run_executor(config, backend, ray)))
             run.grow_trees()
             run.reallocate()
     return write_report(out)
