@@ -621,3 +621,22 @@ def test_cli_unreachable_server_is_one_clear_line(capsys):
     code = main(["generate", "--model", f"openai:http://127.0.0.1:{_free_port()}/v1", "--raw-prompt", "--prompt", "hi"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("eager: error: ") and err.count("\n") == 1
+
+
+def test_cli_eval_runs_through_the_server_and_writes_every_file(llama_server, tmp_path, capsys):
+    from eager.cli import main
+
+    out = tmp_path / "run"
+    code = main(["eval", "--model", f"openai:{llama_server}#smollm2", "--raw-prompt", "--dataset", "gsm8k",
+                 "--limit", "2", "--methods", "parallel,eager-init,eager-adapt", "-M", "2", "--theta", "1.0",
+                 "--max-tokens", "16", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    for method in ("parallel", "eager-init", "eager-adapt"):
+        records = [json.loads(line) for line in (out / f"{method}.jsonl").read_text().splitlines()]
+        assert len(records) == 2
+        for record in records:
+            assert 1 <= len(record["sequences"]) <= (2 if method != "eager-adapt" else 2 + 6)
+            assert record["generated_tokens"] <= sum(s["n_tokens"] for s in record["sequences"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["methods"]) == {"parallel", "eager-init", "eager-adapt"}
+    assert (out / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"

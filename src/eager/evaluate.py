@@ -640,8 +640,52 @@ class LocalExecutor:
             self.backend.close()
 
 
+class RemoteExecutor:
+    """Trees grown on an OpenAI-compatible server (``openai:http://HOST:PORT/v1#name``).
+
+    The server's own prefix cache shares a forked prefix; see docs/remote.md.
+    Results of a batch come back when the batch ends; if the server fails
+    mid-batch, the trees that finished are still yielded (so recorded) before
+    the error is raised.
+    """
+
+    max_sequences = 256
+
+    def __init__(self, server, *, max_concurrency: int = 16) -> None:
+        self.server = server
+        self.max_concurrency = max_concurrency
+
+    def run(self, tasks: Sequence[TreeTask], on_step: StepFn | None = None) -> Iterator[tuple[int, GenerationResult]]:
+        from eager.remote import RemoteDriver, RemoteGenerationError
+
+        server = self.server
+        requests = [
+            make_requests(
+                [task.prompt], server, method=task.strategy, branching=task.branching,
+                sampling=task.sampling, chat=task.chat, keys=[task.key],
+            )[0]
+            for task in tasks
+        ]
+        texts = None if server.id_prompts else [server.dialect.prompt_text(task.prompt, task.chat) for task in tasks]
+        driver = RemoteDriver(server, max_concurrency=self.max_concurrency, on_step=on_step)
+        try:
+            results = driver.run(requests, texts)
+        except RemoteGenerationError as e:
+            yield from ((i, r) for i, r in enumerate(e.results) if r is not None)
+            raise
+        yield from enumerate(results)
+
+    def close(self) -> None:
+        return None
+
+
 def open_executor(spec: ModelSpec) -> Executor:
     """The one way from a model spec to an executor: a local run and every Ray worker call it."""
+    from eager.remote import connect, parse_remote_model
+
+    if remote := parse_remote_model(spec.model):
+        url, served_model = remote
+        return RemoteExecutor(connect(url, served_model))
     backend = load_backend(spec.model, ctx=spec.ctx, max_sequences=spec.max_sequences, threads=spec.threads)
     return LocalExecutor(backend, max_prompts_in_flight=spec.max_prompts_in_flight, owns_backend=True)
 
