@@ -182,6 +182,24 @@ def _progress(total: int):
     return bar, on_step
 
 
+def _rule_options(args) -> dict:
+    """The branching and sampling options `generate` and `eval` share, as keyword arguments."""
+    return {
+        "theta": args.theta,
+        "dynamic_theta": args.dynamic_theta,
+        "window": args.window,
+        "entropy": args.entropy,
+        "entropy_top_k": args.entropy_top_k,
+        "end_of_thinking": args.end_of_thinking,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "max_tokens": args.max_tokens,
+        "seed": args.seed,
+        "chat": not args.raw_prompt,
+    }
+
+
 def cmd_generate(args) -> int:
     from eager.api import generate
 
@@ -193,18 +211,7 @@ def cmd_generate(args) -> int:
             model=args.model,
             method=args.method,
             M=args.M,
-            theta=args.theta,
-            dynamic_theta=args.dynamic_theta,
-            window=args.window,
-            entropy=args.entropy,
-            entropy_top_k=args.entropy_top_k,
-            end_of_thinking=args.end_of_thinking,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            top_k=args.top_k,
-            max_tokens=args.max_tokens,
-            seed=args.seed,
-            chat=not args.raw_prompt,
+            **_rule_options(args),
             ctx=args.ctx,
             threads=args.threads,
             on_step=on_step,
@@ -282,18 +289,7 @@ def eval_config(args):
         offset=args.offset,
         ids=tuple(load_id_file(args.ids)) if args.ids else None,
         template=args.template if args.template is not None else DEFAULT_TEMPLATE,
-        chat=not args.raw_prompt,
-        theta=args.theta,
-        dynamic_theta=args.dynamic_theta,
-        window=args.window,
-        entropy=args.entropy,
-        entropy_top_k=args.entropy_top_k,
-        end_of_thinking=args.end_of_thinking,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        max_tokens=args.max_tokens,
-        seed=args.seed,
+        **_rule_options(args),
         adapt_extra_factor=args.adapt_extra_factor,
         full_extra_factor=args.full_extra_factor,
         retry_decay=args.retry_decay,

@@ -26,7 +26,7 @@ from eager.entropy import batch_entropy
 from eager.errors import EagerError
 from eager.results import GenerationResult, result_of
 from eager.sampling import sample, top_two
-from eager.sequence import Branch, ForkEvent, Request, Status, Tree
+from eager.sequence import Branch, Request, Status, Tree
 
 
 @dataclass(frozen=True)
@@ -287,16 +287,7 @@ class Engine:
     def _fork(self, tree: Tree, parent: Branch, row: np.ndarray, h: float, threshold: float) -> None:
         """Parent goes on with the top-1 token, a new child starts with top-2."""
         first, second = top_two(row)
-        position = len(parent.token_ids)
-        child = tree.new_branch(
-            list(parent.token_ids),
-            list(parent.entropies),
-            parent=parent.index,
-            fork_at=position,
-            seq=self.backend.fork(parent.seq),
-            past_end_of_thinking=parent.past_end_of_thinking,
-        )
-        tree.forks.append(ForkEvent(parent.index, child.index, position, float(h), float(threshold)))
+        child = tree.fork(parent, h, threshold, seq=self.backend.fork(parent.seq))
         self._append(tree, parent, first, h)
         self._append(tree, child, second, h)
 

@@ -54,7 +54,7 @@ from eager.engine import StepStats
 from eager.entropy import entropy_from_logprobs
 from eager.errors import EagerError
 from eager.results import GenerationResult, result_of
-from eager.sequence import Branch, ForkEvent, Request, Status, Tree
+from eager.sequence import Branch, Request, Status, Tree
 from eager.strategies import get_strategy
 
 log = logging.getLogger(__name__)
@@ -918,16 +918,8 @@ class RemoteDriver:
         """The parent goes on with the top-1 token, a new child with the top-2 token."""
         tree = job.tree
         first, second = token.candidates[0], token.candidates[1]
-        position = len(parent.token_ids)
-        child = tree.new_branch(
-            list(parent.token_ids),
-            list(parent.entropies),
-            parent=parent.index,
-            fork_at=position,
-            past_end_of_thinking=parent.past_end_of_thinking,
-        )
+        child = tree.fork(parent, h, threshold)
         job.texts[child] = job.texts[parent]
-        tree.forks.append(ForkEvent(parent.index, child.index, position, float(h), float(threshold)))
         for branch, candidate in ((parent, first), (child, second)):
             if self._ends_sequence(candidate):
                 branch.finish_reason = "stop"

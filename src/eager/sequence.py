@@ -131,6 +131,23 @@ class Tree:
         self.branches.append(branch)
         return branch
 
+    def fork(self, parent: Branch, entropy: float, threshold: float, seq: int | None = None) -> Branch:
+        """A child sharing every token the parent has so far; the event is recorded.
+
+        The caller appends the parent's top-1 and the child's top-2 token next.
+        """
+        position = len(parent.token_ids)
+        child = self.new_branch(
+            list(parent.token_ids),
+            list(parent.entropies),
+            parent=parent.index,
+            fork_at=position,
+            seq=seq,
+            past_end_of_thinking=parent.past_end_of_thinking,
+        )
+        self.forks.append(ForkEvent(parent.index, child.index, position, float(entropy), float(threshold)))
+        return child
+
     @property
     def live(self) -> list[Branch]:
         return [b for b in self.branches if not b.finished]
