@@ -49,7 +49,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"packaged model name or path to a .gguf file (default: {DEFAULT_MODEL}; see `eager models`)")
     g.add_argument("--ctx", type=int, default=16384, help="KV cache cells shared by all sequences (default: 16384)")
-    g.add_argument("--threads", type=int, default=None, help="CPU threads for llama.cpp (default: llama.cpp's choice)")
+    g.add_argument("--threads", type=int, default=None, help="CPU threads for llama.cpp (default: the cores this process may use)")
     g.add_argument("--raw-prompt", action="store_true", help="send the prompt as raw text, without the model's chat template")
 
 
@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list the packaged models")
     models.add_argument("--json", action="store_true", help="print JSON")
     models.set_defaults(func=cmd_models)
+
+    from eager.bench import add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 

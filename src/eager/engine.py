@@ -243,11 +243,14 @@ class Engine:
 
     def _entropies(self, rows: list[_Row], logits: np.ndarray) -> np.ndarray:
         """One vectorised entropy call per entropy mode present in the batch."""
-        out = np.empty(len(rows), dtype=np.float64)
         modes: dict[tuple[str, int], list[int]] = {}
         for i, row in enumerate(rows):
             cfg = row.tree.request.branching
             modes.setdefault((cfg.entropy, cfg.entropy_top_k), []).append(i)
+        if len(modes) == 1:  # the usual case: no row subset to copy out
+            (mode, k), = modes
+            return batch_entropy(logits, mode, k)
+        out = np.empty(len(rows), dtype=np.float64)
         for (mode, k), index in modes.items():
             out[index] = batch_entropy(logits[index], mode, k)
         return out

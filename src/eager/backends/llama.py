@@ -3,7 +3,8 @@
 One context holds every sequence in a unified KV cache, so a fork is a
 metadata copy (``llama_memory_seq_cp``): the forked prefix is never computed
 again and its cells are shared. Every item of a step goes into ONE
-``llama_decode`` call; logits rows are read with ``llama_get_logits_ith``.
+``llama_decode`` call, assembled in numpy buffers that the batch points at;
+the rows asked for are read with ``llama_get_logits_ith``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ def _silence_llama_logs(lib) -> None:
 
     _silence_llama_logs.callback = _quiet  # keep a reference: C holds the pointer
     lib.llama_log_set(_quiet, ctypes.c_void_p(0))
+
+
+def _kv_bytes_per_cell(lib, model) -> int:
+    """Bytes one KV cell takes: K and V of every layer, in the default F16 cache."""
+    n_head = lib.llama_model_n_head(model)
+    head_dim = lib.llama_model_n_embd(model) // max(n_head, 1)
+    return 2 * lib.llama_model_n_layer(model) * lib.llama_model_n_head_kv(model) * head_dim * 2
 
 
 class LlamaTokenizer:
@@ -112,6 +120,40 @@ class LlamaTokenizer:
         return b"".join(self._piece(int(t)) for t in token_ids).decode("utf-8", errors="replace")
 
 
+class _BatchBuffers:
+    """A ``llama_batch`` whose arrays are numpy buffers owned here.
+
+    ``llama_batch_init`` gives every token its own malloc'd seq-id array, which
+    can only be filled one token at a time through ctypes; here the seq ids
+    are one contiguous array (one id per token) and a step fills each field
+    with a single slice assignment.
+    """
+
+    def __init__(self, lib, n_batch: int) -> None:
+        self.token = np.zeros(n_batch, dtype=np.int32)
+        self.pos = np.zeros(n_batch, dtype=np.int32)
+        self.seq = np.zeros(n_batch, dtype=np.int32)
+        self.output = np.zeros(n_batch, dtype=np.int8)
+        self._n_seq_id = np.ones(n_batch, dtype=np.int32)
+        self._seq_ptrs = self.seq.ctypes.data + self.seq.itemsize * np.arange(n_batch, dtype=np.uintp)
+        batch = self.batch = lib.llama_batch()
+        batch.token = self.token.ctypes.data_as(ctypes.POINTER(lib.llama_token))
+        batch.embd = None
+        batch.pos = self.pos.ctypes.data_as(ctypes.POINTER(lib.llama_pos))
+        batch.n_seq_id = self._n_seq_id.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
+        batch.seq_id = self._seq_ptrs.ctypes.data_as(ctypes.POINTER(ctypes.POINTER(lib.llama_seq_id)))
+        batch.logits = self.output.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+
+    def fill(self, tokens: list[int], positions: list[int], seqs: list[int], outputs: list[int]) -> None:
+        n = len(tokens)
+        self.token[:n] = tokens
+        self.pos[:n] = positions
+        self.seq[:n] = seqs
+        self.output[:n] = 0
+        self.output[outputs] = 1
+        self.batch.n_tokens = n
+
+
 class LlamaBackend:
     """Many sequences in one llama.cpp context, one decode call per step.
 
@@ -146,6 +188,7 @@ class LlamaBackend:
         self._vocab = lib.llama_model_get_vocab(self._model)
         self.vocab_size = lib.llama_vocab_n_tokens(self._vocab)
         self.n_ctx_train = lib.llama_model_n_ctx_train(self._model)
+        self.kv_bytes_per_cell = _kv_bytes_per_cell(lib, self._model)
         self.tokenizer = LlamaTokenizer(lib, self._model, self._vocab)
 
         cparams = lib.llama_context_default_params()
@@ -155,9 +198,10 @@ class LlamaBackend:
         cparams.n_seq_max = max_sequences
         cparams.kv_unified = True  # one pool of cells: shared prefixes are stored once
         cparams.no_perf = True
-        if n_threads:
-            cparams.n_threads = n_threads
-            cparams.n_threads_batch = n_threads
+        # llama.cpp's own default (4) oversubscribes small machines: use the cores we may run on
+        n_threads = n_threads or len(os.sched_getaffinity(0))
+        cparams.n_threads = n_threads
+        cparams.n_threads_batch = n_threads
         self._ctx = lib.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             lib.llama_model_free(self._model)
@@ -166,7 +210,7 @@ class LlamaBackend:
         self.n_ctx = lib.llama_n_ctx(self._ctx)
         self.n_batch = n_batch
         self.max_sequences = max_sequences
-        self._batch = lib.llama_batch_init(n_batch, 0, 1)
+        self._batch = _BatchBuffers(lib, n_batch)
         self._slots = SequenceSlots(max_sequences)
         self.tokens_decoded = 0
         self.decode_calls = 0
@@ -193,26 +237,25 @@ class LlamaBackend:
 
     def step(self, items: Sequence[StepItem]) -> np.ndarray:
         """Append every item's tokens in one llama_decode; logits rows in item order."""
-        batch = self._batch
         lengths = self._slots.length
-        n = 0
-        output_rows: list[int] = []
+        tokens: list[int] = []
+        positions: list[int] = []
+        seqs: list[int] = []
+        outputs: list[int] = []
         for item in items:
-            pos = lengths[item.seq]
-            last = len(item.tokens) - 1
-            for i, token in enumerate(item.tokens):
-                batch.token[n] = token
-                batch.pos[n] = pos + i
-                batch.n_seq_id[n] = 1
-                batch.seq_id[n][0] = item.seq
-                batch.logits[n] = item.want_logits and i == last
-                n += 1
+            start, k = lengths[item.seq], len(item.tokens)
+            if not k:
+                raise ValueError("a step item needs at least one token")
+            tokens.extend(item.tokens)
+            positions.extend(range(start, start + k))
+            seqs.extend([item.seq] * k)
             if item.want_logits:
-                output_rows.append(n - 1)
+                outputs.append(len(tokens) - 1)
+        n = len(tokens)
         if n > self.n_batch:
             raise ValueError(f"step of {n} tokens exceeds n_batch={self.n_batch}")
-        batch.n_tokens = n
-        status = self._lib.llama_decode(self._ctx, batch)
+        self._batch.fill(tokens, positions, seqs, outputs)
+        status = self._lib.llama_decode(self._ctx, self._batch.batch)
         self.decode_calls += 1
         if status == 1:
             raise CacheFull(f"no KV slot for {n} tokens")
@@ -221,18 +264,22 @@ class LlamaBackend:
         self.tokens_decoded += n
         for item in items:
             lengths[item.seq] += len(item.tokens)
-        return self._read_logits(output_rows)
+        return self._read_logits(outputs)
 
-    def _read_logits(self, rows: list[int]) -> np.ndarray:
-        out = np.empty((len(rows), self.vocab_size), dtype=np.float32)
-        for r, batch_index in enumerate(rows):
-            ptr = self._lib.llama_get_logits_ith(self._ctx, batch_index)
-            out[r] = np.ctypeslib.as_array(ptr, shape=(self.vocab_size,))
+    def _read_logits(self, outputs: list[int]) -> np.ndarray:
+        """One row per output, read with ``llama_get_logits_ith`` by batch index.
+
+        The rows are copied on purpose: llama.cpp overwrites its buffer at the
+        next decode.
+        """
+        out = np.empty((len(outputs), self.vocab_size), dtype=np.float32)
+        get_row = self._lib.llama_get_logits_ith
+        for row, batch_index in enumerate(outputs):
+            out[row] = np.ctypeslib.as_array(get_row(self._ctx, batch_index), shape=(self.vocab_size,))
         return out
 
     def close(self) -> None:
         if getattr(self, "_ctx", None):
-            self._lib.llama_batch_free(self._batch)
             self._lib.llama_free(self._ctx)
             self._lib.llama_model_free(self._model)
             self._ctx = None

@@ -1,0 +1,96 @@
+"""`eager bench`: the quick run on SmolLM2 reports every key as a finite number."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+
+from eager.bench import HEADLINE_KEYS, BenchConfig, add_bench_parser, measure_transformers
+from eager.errors import EagerError
+
+SCALING_KEYS = {"prompts", "sequences", "tokens", "seconds", "tokens_per_s", "kv_cells", "kv_mib"}
+
+
+def bench_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="eager")
+    add_bench_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["bench", *argv])
+
+
+def is_finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def test_quick_bench_writes_every_key_as_a_finite_number(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    # one thread: on a shared 2-core machine two llama.cpp threads stall each other badly
+    args = bench_args(
+        "--quick", "--model", "smollm2-135m", "--threads", "1", "--out", str(out), "--plot", str(tmp_path / "bench.png"), "--no-transformers"
+    )
+    assert args.func(args) == 0
+    data = json.loads(out.read_text())
+    for key in HEADLINE_KEYS:
+        assert is_finite_number(data.get(key)), key
+    assert {"engine_vs_raw", "entropy_overhead", "token_ratio", "wall_ratio", "fork_ms", "step_ms", "prefill_ms", "kv_cells", "sum_seq_len"} <= set(HEADLINE_KEYS)
+    assert data["vs_transformers"] is None and data["transformers_message"].startswith("skipped")
+    assert [row["prompts"] for row in data["scaling"]] == [1, 2, 4, 8]
+    for row in data["scaling"]:
+        assert set(row) >= SCALING_KEYS and all(is_finite_number(row[k]) for k in SCALING_KEYS)
+    for section in ("engine_vs_raw_detail", "entropy_detail", "eager_detail", "fork_detail", "kv_fill", "targets"):
+        assert section in data
+    assert all(is_finite_number(v) for v in data["entropy_detail"].values())
+    # deterministic, not a timing: the forked prefix is stored once, so the fill check fits
+    assert data["kv_fill"]["fits_required"] and data["kv_fill"]["cells_when_full"] <= data["kv_fill"]["n_ctx"]
+    assert (tmp_path / "bench.md").read_text().startswith("# eager bench")
+    assert (tmp_path / "bench.png").stat().st_size > 0
+    assert "engine_vs_raw" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--out", "x.txt"], "--out must name a .json file"),
+        (["--out", "/nonexistent/dir/b.json"], "no such directory"),
+        (["--out", "{tmp}/b.json", "-M", "1"], "bench needs M >= 2"),
+        (["--out", "{tmp}/b.json", "--threads", "0"], "--threads must be >= 1"),
+        (["--out", "{tmp}/b.json", "--model", "gpt-9"], "unknown model 'gpt-9'"),
+    ],
+)
+def test_bad_bench_input_is_one_clear_error(argv, message, tmp_path):
+    args = bench_args(*(a.format(tmp=tmp_path) for a in argv))
+    with pytest.raises(EagerError, match=message):
+        args.func(args)
+
+
+def test_without_transformers_the_peer_is_skipped_with_a_message(monkeypatch, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kw):
+        if name in ("torch", "transformers") or name.startswith(("torch.", "transformers.")):
+            raise ImportError(name)
+        return real_import(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    got = measure_transformers(tmp_path / "m.gguf", [1, 2, 3], BenchConfig(quick=True), 100.0)
+    assert got == {"vs_transformers": None, "transformers_message": got["transformers_message"]}
+    assert got["transformers_message"].startswith("skipped: transformers not installed")
+
+
+@pytest.mark.slow
+def test_quick_bench_runs_the_transformers_peer_when_it_is_installed(tmp_path):
+    import importlib.util
+
+    out = tmp_path / "bench.json"
+    args = bench_args("--quick", "--threads", "1", "--out", str(out))
+    assert args.func(args) == 0
+    data = json.loads(out.read_text())
+    if importlib.util.find_spec("transformers") is None:
+        assert data["vs_transformers"] is None and "not installed" in data["transformers_message"]
+    else:
+        assert is_finite_number(data["vs_transformers"]), data["transformers_message"]
+        assert is_finite_number(data["transformers_detail"]["tokens_per_s"])
