@@ -163,21 +163,25 @@ def _field(record: dict[str, Any], field: str, where: str) -> str:
 def _load_jsonl_file(
     path: Path, question_field: str, answer_field: str, id_field: str | None
 ) -> list[Problem]:
-    problems = []
-    for line_number, record in _read_jsonl(path):
-        where = f"{path}:{line_number}"
-        if id_field is None:
-            problem_id = str(record["id"]) if record.get("id") is not None else str(line_number)
-        else:
-            problem_id = _field(record, id_field, where)
-        problems.append(
-            Problem(
-                id=problem_id,
-                question=_field(record, question_field, where),
-                gold=_field(record, answer_field, where),
-            )
-        )
-    return problems
+    return [
+        _problem(record, str(line_number), f"{path}:{line_number}", question_field, answer_field, id_field)
+        for line_number, record in _read_jsonl(path)
+    ]
+
+
+def _problem(
+    record: dict, fallback_id: str, where: str, question_field: str, answer_field: str, id_field: str | None
+) -> Problem:
+    """One record as a Problem; without an id field, its "id" or else its place in the file."""
+    if id_field is None:
+        problem_id = str(record["id"]) if record.get("id") is not None else fallback_id
+    else:
+        problem_id = _field(record, id_field, where)
+    return Problem(
+        id=problem_id,
+        question=_field(record, question_field, where),
+        gold=_field(record, answer_field, where),
+    )
 
 
 def _load_hf(
@@ -194,21 +198,10 @@ def _load_hf(
         rows = datasets.load_dataset(dataset_id, config or None, split=split)
     except Exception as error:
         raise EagerError(f"could not load {source!r} split {split!r}: {error}") from error
-    problems = []
-    for index, record in enumerate(rows):
-        where = f"{source} row {index}"
-        if id_field is None:
-            problem_id = str(record["id"]) if record.get("id") is not None else str(index)
-        else:
-            problem_id = _field(record, id_field, where)
-        problems.append(
-            Problem(
-                id=problem_id,
-                question=_field(record, question_field, where),
-                gold=_field(record, answer_field, where),
-            )
-        )
-    return problems
+    return [
+        _problem(record, str(index), f"{source} row {index}", question_field, answer_field, id_field)
+        for index, record in enumerate(rows)
+    ]
 
 
 def _check_unique(problems: list[Problem], source: str) -> None:
