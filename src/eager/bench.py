@@ -111,7 +111,7 @@ QUICK = BenchSizes(
     max_tokens=24, repeats=2, decode_steps=6, timing_repeats=20, problems=2, problem_tokens=32, scaling_tokens=8, run_repeats=1
 )
 FULL = BenchSizes(
-    max_tokens=48, repeats=3, decode_steps=12, timing_repeats=50, problems=3, problem_tokens=64, scaling_tokens=16, run_repeats=2
+    max_tokens=48, repeats=3, decode_steps=12, timing_repeats=50, problems=12, problem_tokens=128, scaling_tokens=16, run_repeats=1
 )
 
 
@@ -127,6 +127,9 @@ class BenchConfig:
         ctx: KV cells of the main context (engine, raw loop, scaling).
         n_batch: tokens per decode call.
         seed: run seed.
+        theta: EAGER-init's threshold in the EAGER-vs-parallel section; pick one
+            at which the model forks (see BENCHMARKS.md's sweep), or its trees
+            stay single sequences and measure nothing but narrow steps.
         peer: run the transformers peer when it is installed.
         scaling_prompts: prompts in flight for the scaling runs.
         prefix_tokens: the shared prefix for the fork measurements.
@@ -141,6 +144,7 @@ class BenchConfig:
     ctx: int = 8192
     n_batch: int = 512
     seed: int = 0
+    theta: float = 2.2
     peer: bool = True
     scaling_prompts: tuple[int, ...] = (1, 2, 4, 8)
     prefix_tokens: int = 400
@@ -463,7 +467,8 @@ def measure_eager_vs_parallel(backend, prompts: Sequence[str], cfg: BenchConfig)
     for method in ("parallel", "eager-init"):
         results, steps = _clocked_runs(
             lambda clock: generate(
-                list(prompts), backend=backend, method=method, M=cfg.M, max_tokens=cfg.sizes.problem_tokens, seed=cfg.seed, on_step=clock
+                list(prompts), backend=backend, method=method, M=cfg.M, theta=cfg.theta,
+                max_tokens=cfg.sizes.problem_tokens, seed=cfg.seed, on_step=clock
             ),
             cfg.sizes.run_repeats,
         )
@@ -482,6 +487,7 @@ def measure_eager_vs_parallel(backend, prompts: Sequence[str], cfg: BenchConfig)
         "eager_detail": {
             "problems": len(prompts),
             "max_tokens": cfg.sizes.problem_tokens,
+            "theta": cfg.theta,
             "wall_over_token_ratio": wall_ratio / token_ratio,
             "parallel": parallel,
             "eager_init": eager,
@@ -775,7 +781,7 @@ def to_markdown(out: dict[str, Any], command: str = "") -> str:
         f"| entropy_overhead | {_fmt(out['entropy_overhead'])} | top-20 entropy + sampling of {ent['batch']} rows / decode step ({_fmt(ent['decode_step_ms'])} ms) (target < 0.05) |",
         f"| entropy_overhead_topk | {_fmt(out['entropy_overhead_topk'])} | entropy {_fmt(ent['entropy_topk_ms'])} ms + sampling {_fmt(ent['sampling_ms'])} ms |",
         f"| entropy_overhead_full | {_fmt(out['entropy_overhead_full'])} | full-vocabulary entropy {_fmt(ent['entropy_full_ms'])} ms + sampling |",
-        f"| token_ratio | {_fmt(out['token_ratio'])} | generated tokens, EAGER-init / parallel, {eag['problems']} GSM8K questions, {eag['max_tokens']} tokens max |",
+        f"| token_ratio | {_fmt(out['token_ratio'])} | generated tokens, EAGER-init / parallel, {eag['problems']} GSM8K questions, {eag['max_tokens']} tokens max, theta {eag['theta']} |",
         f"| wall_ratio | {_fmt(out['wall_ratio'])} | wall-clock, EAGER-init / parallel (target <= 1.1 x token_ratio: {_fmt(eag['wall_over_token_ratio'])} x) |",
         f"| fork_ms | {_fmt(out['fork_ms'])} | one llama_memory_seq_cp of a {fork['prefix_tokens']}-token prefix |",
         f"| step_ms | {_fmt(out['step_ms'])} | one decode step of {fork['sequences']} sequences after that prefix |",
@@ -852,6 +858,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for llama.cpp and torch (default: all cores)")
     p.add_argument("--ctx", type=int, default=8192, help="KV cells of the main context (default: 8192)")
     p.add_argument("--seed", type=int, default=0, help="run seed (default: 0)")
+    p.add_argument("--theta", type=float, default=2.2, help="EAGER-init's threshold for the EAGER-vs-parallel section (default: 2.2; use one at which your model forks)")
     p.add_argument("--no-transformers", dest="peer", action="store_false", help="skip the transformers peer")
     p.set_defaults(func=cmd_bench)
     return p
@@ -879,6 +886,7 @@ def cmd_bench(args) -> int:
         threads=args.threads,
         ctx=args.ctx,
         seed=args.seed,
+        theta=args.theta,
         peer=args.peer,
     )
     out = run_bench(cfg, progress=lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True))
