@@ -37,14 +37,6 @@ def never(problem, text: str) -> bool:
     return False
 
 
-@pytest.fixture
-def dataset(tmp_path: Path) -> Path:
-    path = tmp_path / "problems.jsonl"
-    rows = [{"id": f"p{i}", "question": f"q{i}", "answer": str(4 * i)} for i in range(N_PROBLEMS)]
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
-
-
 def make_config(tmp_path: Path, dataset: Path, out: str = "out", **overrides) -> EvalConfig:
     # Short prompts: the mock's end-of-generation logit grows with the history length.
     # theta 2.98 with a fixed threshold gives a mix of capped and uncapped trees on the mock.

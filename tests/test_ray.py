@@ -36,14 +36,6 @@ def contains_q(problem, text: str) -> bool:
     return "q" in text
 
 
-@pytest.fixture
-def dataset(tmp_path: Path) -> Path:
-    path = tmp_path / "problems.jsonl"
-    rows = [{"id": f"p{i}", "question": f"q{i}", "answer": str(4 * i)} for i in range(N_PROBLEMS)]
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
-
-
 def make_config(tmp_path: Path, dataset: Path, out: str, **overrides) -> EvalConfig:
     # the settings of test_evaluate: a mix of capped and uncapped trees, and reallocation rounds
     settings = dict(

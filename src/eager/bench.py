@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import io
 import json
-import math
 import os
 import sys
 import time

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from eager.config import BranchingConfig, SamplingConfig
+
+if TYPE_CHECKING:  # strategies import this module
+    from eager.strategies import Strategy
 
 
 class Status(Enum):
@@ -35,7 +38,7 @@ class Request:
     """
 
     prompt_ids: tuple[int, ...]
-    strategy: "Strategy"  # noqa: F821 - see eager.strategies
+    strategy: Strategy
     branching: BranchingConfig
     sampling: SamplingConfig
     key: tuple[int, ...] = (0,)
