@@ -119,7 +119,7 @@ class EvalConfig:
     dataset: str
     model: str = DEFAULT_MODEL
     methods: tuple[str, ...] = METHODS
-    M: tuple[int, ...] = (8,)
+    M: tuple[int, ...] = (BranchingConfig.max_sequences,)
     split: str = "test"
     question_field: str | None = None
     answer_field: str | None = None
@@ -129,17 +129,17 @@ class EvalConfig:
     ids: tuple[str, ...] | None = None
     template: str = DEFAULT_TEMPLATE
     chat: bool = True
-    theta: float = 2.2
-    dynamic_theta: bool = True
-    window: int = 1000
-    entropy: str = "topk"
-    entropy_top_k: int = 20
-    end_of_thinking: str = "</think>"
-    temperature: float = 0.6
-    top_p: float = 1.0
-    top_k: int = 0
-    max_tokens: int = 512
-    seed: int = 0
+    theta: float = BranchingConfig.theta
+    dynamic_theta: bool = BranchingConfig.dynamic_theta
+    window: int = BranchingConfig.window
+    entropy: str = BranchingConfig.entropy
+    entropy_top_k: int = BranchingConfig.entropy_top_k
+    end_of_thinking: str = BranchingConfig.end_of_thinking
+    temperature: float = SamplingConfig.temperature
+    top_p: float = SamplingConfig.top_p
+    top_k: int = SamplingConfig.top_k
+    max_tokens: int = SamplingConfig.max_tokens
+    seed: int = SamplingConfig.seed
     adapt_extra_factor: int = 3
     full_extra_factor: int = 1
     retry_decay: float = 0.8

@@ -112,13 +112,13 @@ def _sha256_of(paths: list[Path], out=None) -> str:
     return digest.hexdigest()
 
 
-def _verified_marker(model: PackagedModel, path: Path) -> Path:
+def _verified_marker(model: PackagedModel) -> Path:
     return cache_dir() / f"{model.name}.verified.json"
 
 
 def _already_verified(model: PackagedModel, path: Path) -> bool:
     """A checked file is not hashed again while its size and mtime stay the same."""
-    marker = _verified_marker(model, path)
+    marker = _verified_marker(model)
     try:
         seen = json.loads(marker.read_text())
         stat = path.stat()
@@ -128,7 +128,7 @@ def _already_verified(model: PackagedModel, path: Path) -> bool:
 
 
 def _remember_verified(model: PackagedModel, path: Path) -> None:
-    marker = _verified_marker(model, path)
+    marker = _verified_marker(model)
     stat = path.stat()
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
