@@ -1,6 +1,6 @@
 import pytest
 
-from eager.budget import adapt_plan, full_plan, retry_theta, saved_budget, split_budget
+from eager.eval.budget import adapt_plan, full_plan, retry_theta, saved_budget, split_budget
 
 
 def test_split_budget_smaller_than_hard_set_gives_one_each_to_the_first_ones():

@@ -5,7 +5,7 @@ import types
 
 import pytest
 
-from eager.datasets import (
+from eager.eval.datasets import (
     DATASETS,
     DEFAULT_TEMPLATE,
     Problem,

@@ -77,9 +77,9 @@ def test_dynamic_threshold_is_the_running_p99_of_earlier_steps():
 
 
 def test_effective_theta_never_drops_below_theta():
-    from eager.config import BranchingConfig, SamplingConfig
-    from eager.sequence import Request, Tree
-    from eager.strategies import EagerInit
+    from eager.core.config import BranchingConfig, SamplingConfig
+    from eager.core.tree import Request, Tree
+    from eager.core.brancher import EagerInit
 
     tree = Tree(Request((1,), EagerInit(), BranchingConfig(theta=2.0), SamplingConfig()), markers=[])
     assert tree.effective_theta() == 2.0

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from eager.config import SamplingConfig
-from eager.entropy import batch_entropy, full_entropy, topk_entropy
-from eager.sampling import candidate_probs, sample, top_two
+from eager.core.config import SamplingConfig
+from eager.core.entropy import batch_entropy, full_entropy, topk_entropy
+from eager.core.sampling import candidate_probs, sample, top_two
 
 
 def reference_entropy(p: np.ndarray) -> float:

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from eager.backends.mock import MockBackend
-from eager.budget import adapt_plan, full_plan, retry_theta
+from eager.eval.budget import adapt_plan, full_plan, retry_theta
 from eager.cli import main
 from eager.errors import EagerError
-from eager.evaluate import METHODS, EvalConfig, Progress, run_eval
-from eager.metrics import summarize
-from eager.report import write_report
+from eager.eval.runner import METHODS, EvalConfig, Progress, run_eval
+from eager.eval.metrics import summarize
+from eager.eval.report import write_report
 
 N_PROBLEMS = 8
 RECORD_FIELDS = {"id", "question", "gold", "M", "generated_tokens", "wall_s", "forks", "sequences"}

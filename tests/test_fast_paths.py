@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eager.config import SamplingConfig
-from eager.entropy import full_entropy
-from eager.sampling import _inverse_cdf, candidate_probs, sample
+from eager.core.config import SamplingConfig
+from eager.core.entropy import full_entropy
+from eager.core.sampling import _inverse_cdf, candidate_probs, sample
 
 VOCABS = [1000, 49152, 151936]
 

@@ -6,7 +6,7 @@ import pytest
 from math_verify.errors import TimeoutException
 
 from eager.errors import EagerError
-from eager.grading import Grader, extract_answer, grade, last_boxed
+from eager.eval.grading import Grader, extract_answer, grade, last_boxed
 
 # (model output, gold, expected extracted answer, expected correctness)
 GRADING_TABLE = [
@@ -144,7 +144,7 @@ def test_grader_counts_a_math_verify_timeout_as_wrong_and_logs_a_warning(monkeyp
         raise TimeoutException("Operation timed out!")
 
     monkeypatch.setattr(math_verify, "parse", slow_parse)
-    with caplog.at_level(logging.WARNING, logger="eager.grading"):
+    with caplog.at_level(logging.WARNING, logger="eager.eval.grading"):
         assert Grader().is_correct("\\frac{1}{2}", "0.5") is False
     assert "TimeoutException" in caplog.text
 
@@ -154,7 +154,7 @@ def test_grader_counts_any_math_verify_exception_as_wrong(monkeypatch, caplog):
         raise RuntimeError("sympy exploded")
 
     monkeypatch.setattr(math_verify, "verify", broken_verify)
-    with caplog.at_level(logging.WARNING, logger="eager.grading"):
+    with caplog.at_level(logging.WARNING, logger="eager.eval.grading"):
         assert Grader().is_correct("\\frac{1}{2}", "0.5") is False
     assert "sympy exploded" in caplog.text
 

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from eager.errors import EagerError
-from eager.metrics import (
+from eager.eval.metrics import (
     PromptScore,
     cons_at_k,
     ks_up_to,

@@ -21,10 +21,10 @@ import pytest
 
 from eager.backends.mock import MockBackend
 from eager.cli import main
-from eager.config import BranchingConfig, SamplingConfig
-from eager.distributed import RAY_VERSION, RayOptions, deal_by_prompt
+from eager.core.config import BranchingConfig, SamplingConfig
+from eager.eval.distributed import RAY_VERSION, RayOptions, deal_by_prompt
 from eager.errors import EagerError
-from eager.evaluate import METHODS, EvalConfig, LocalExecutor, Progress, TreeTask, run_eval
+from eager.eval.runner import METHODS, EvalConfig, LocalExecutor, Progress, TreeTask, run_eval
 
 N_PROBLEMS = 8
 TIMING = ("wall_s", "latency_s")

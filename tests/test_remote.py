@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 
 from eager.backends.base import StepItem
-from eager.config import BranchingConfig, SamplingConfig
-from eager.entropy import entropy_from_logprobs, topk_entropy
+from eager.core.config import BranchingConfig, SamplingConfig
+from eager.core.entropy import entropy_from_logprobs, topk_entropy
 from eager.errors import EagerError
 from eager.remote import (
     NoLogprobs,

@@ -1,13 +1,14 @@
 """The engine: continuous batching of branching generation over a backend.
 
-The engine knows nothing about text, only token ids. One step is three calls:
+The engine knows nothing about text, only token ids, and no EAGER rule: the
+rules are the brancher's (:mod:`eager.core.brancher`). One step is three calls:
 
 * ``_schedule``: every live branch of every prompt in flight contributes its
   pending token; prompts waiting for the cache contribute prefill chunks in
   whatever room the batch has left;
 * ``backend.step``: ONE forward pass for all of it;
-* ``_postprocess``: entropy for every logits row at once, then per prompt the
-  strategy decides fork or sample, and finished branches free their cache.
+* ``_postprocess``: entropy for every logits row at once, then one
+  :func:`~eager.core.brancher.advance` per tree; finished branches free their cache.
 
 Prompts enter as others finish, as long as their sequences and cache cells fit.
 """
@@ -22,11 +23,12 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from eager.backends.base import Backend, CacheFull, StepItem
-from eager.entropy import batch_entropy
+from eager.core import brancher
+from eager.core.entropy import batch_entropy
+from eager.core.results import GenerationResult, result_of
+from eager.core.sampling import sample, top_two
+from eager.core.tree import Branch, Status, Tree, TreeRequest
 from eager.errors import EagerError
-from eager.results import GenerationResult, result_of
-from eager.sampling import sample, top_two
-from eager.sequence import Branch, Request, Status, Tree
 
 
 @dataclass(frozen=True)
@@ -43,14 +45,44 @@ class StepStats:
 
 @dataclass
 class _Row:
-    """Who a logits row of the current step belongs to."""
+    """A logits row of the current step, and whose it is (a brancher Row)."""
 
     tree: Tree
     branch: Branch | None  # None: the row ends the tree's prefill
+    logits: np.ndarray | None = None
+    entropy: float = 0.0
+
+    def sample(self) -> int:
+        return sample(self.logits, self.tree.request.sampling, self.branch.rng)
+
+    def top_two(self) -> tuple[int, int]:
+        return top_two(self.logits)
+
+
+class _EngineDriver:
+    """The brancher's side effects on the backend: KV forks and releases."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.eog_ids = backend.tokenizer.eog_ids
+
+    def fork_sequence(self, parent: Branch) -> int | None:
+        return self.backend.fork(parent.seq)
+
+    def is_end(self, token: int) -> bool:
+        return token in self.eog_ids
+
+    def ends_thinking(self, tree: Tree, branch: Branch) -> bool:
+        return tree.ends_thinking(branch.token_ids)
+
+    def release(self, branch: Branch) -> None:
+        if branch.seq is not None:
+            self.backend.release(branch.seq)
+            branch.seq = None
 
 
 class Engine:
-    """Runs requests to completion on one backend.
+    """Runs tree requests to completion on one backend.
 
     Args:
         backend: anything that implements :class:`eager.backends.base.Backend`.
@@ -69,12 +101,13 @@ class Engine:
         self.backend = backend
         self.max_prompts_in_flight = max_prompts_in_flight
         self.on_step = on_step
+        self.driver = _EngineDriver(backend)
         self._marker_cache: dict[str, list[list[int]]] = {}
         self.steps = 0
 
     # -- public ----------------------------------------------------------------------
 
-    def validate(self, request: Request) -> None:
+    def validate(self, request: TreeRequest) -> None:
         n_prompt = len(request.prompt_ids)
         if n_prompt == 0:
             raise EagerError("the prompt is empty")
@@ -84,60 +117,52 @@ class Engine:
         need = n_prompt + request.sampling.max_tokens
         if need > self.backend.n_ctx:
             raise EagerError(
-                f"max-tokens {request.sampling.max_tokens} + prompt {n_prompt} tokens = {need} "
-                f"exceeds the context of {self.backend.n_ctx} tokens; lower --max-tokens or raise --ctx"
+                f"max_tokens {request.sampling.max_tokens} + prompt {n_prompt} tokens = {need} "
+                f"exceeds the context of {self.backend.n_ctx} tokens; lower max_tokens or raise ctx"
             )
 
-    def run(self, requests: Iterable[Request]) -> Iterator[tuple[int, GenerationResult]]:
+    def run(self, requests: Iterable[TreeRequest]) -> Iterator[tuple[int, GenerationResult]]:
         """Generate for every request; yields (request position, result) as each finishes."""
         waiting: deque[tuple[int, Tree]] = deque()
         for position, request in enumerate(requests):
             self.validate(request)
-            waiting.append((position, Tree(request, self._markers(request))))
+            waiting.append((position, self._tree(request)))
         active: list[tuple[int, Tree]] = []
-        done = 0
-        generated = 0
+        counts = {"done": 0, "generated": 0}
         start = time.perf_counter()
         while waiting or active:
             self._admit(waiting, active)
-            items, rows = self._schedule(active)
-            shares = self._token_shares(items, active)
-            step_start = time.perf_counter()
-            try:
-                logits = self.backend.step(items)
-            except CacheFull:
-                self._make_room(items, active)
-            else:
-                self._advance_prefills(items, active)
-                self._postprocess(rows, logits)
-                self.steps += 1
-            elapsed = time.perf_counter() - step_start
-            for tree, share in shares:
-                tree.compute_s += elapsed * share
-            still: list[tuple[int, Tree]] = []
-            for position, tree in active:
-                if tree.status is Status.FINISHED:
-                    done += 1
-                    generated += tree.generated_tokens
-                    yield position, result_of(tree, self.backend.tokenizer.decode)
-                else:
-                    still.append((position, tree))
-            active = still
-            if self.on_step:
-                self.on_step(
-                    StepStats(
-                        steps=self.steps,
-                        prompts_done=done,
-                        prompts_in_flight=len(active),
-                        live_branches=sum(len(t.live) for _, t in active),
-                        generated_tokens=generated + sum(t.generated_tokens for _, t in active),
-                        elapsed_s=time.perf_counter() - start,
-                    )
-                )
+            self.step(active)
+            active, finished = _split_finished(active)
+            for position, tree in finished:
+                counts["done"] += 1
+                counts["generated"] += tree.generated_tokens
+                yield position, result_of(tree, self.backend.tokenizer.decode)
+            self._report(active, counts, start)
+
+    def step(self, active: list[tuple[int, Tree]]) -> None:
+        """One batched forward pass for every tree in flight: schedule, run, postprocess."""
+        items, rows = self._schedule(active)
+        shares = _token_shares(items, active)
+        started = time.perf_counter()
+        try:
+            logits = self.backend.step(items)
+        except CacheFull:
+            self._make_room(active)
+        else:
+            self._advance_prefills(items, active)
+            self._postprocess(rows, logits)
+            self.steps += 1
+        elapsed = time.perf_counter() - started
+        for tree, share in shares:
+            tree.compute_s += elapsed * share
 
     # -- admission -------------------------------------------------------------------
 
-    def _markers(self, request: Request) -> list[list[int]]:
+    def _tree(self, request: TreeRequest) -> Tree:
+        return Tree(request, brancher.get_method(request.method), self._markers(request))
+
+    def _markers(self, request: TreeRequest) -> list[list[int]]:
         text = request.branching.end_of_thinking
         if not text:
             return []
@@ -182,7 +207,7 @@ class Engine:
                     if branch.pending is not None:
                         items.append(StepItem(branch.seq, (branch.pending,)))
                         rows.append(_Row(tree, branch))
-        room = getattr(self.backend, "n_batch", 1 << 30) - len(items)
+        room = self.backend.n_batch - len(items)
         for _, tree in active:
             if tree.status is not Status.PREFILLING or room <= 0:
                 continue
@@ -195,29 +220,6 @@ class Engine:
             room -= len(chunk)
         return items, rows
 
-    @staticmethod
-    def _token_shares(items: list[StepItem], active: list) -> list[tuple[Tree, float]]:
-        """Each prompt's fraction of the tokens in a step.
-
-        Prompts share every step, so per-prompt clocks would overlap; splitting
-        each step's time by these fractions gives shares that add up to the
-        run's wall-clock.
-        """
-        owner: dict[int, Tree] = {}
-        for _, tree in active:
-            if tree.status is Status.PREFILLING:
-                owner[tree.root_seq] = tree
-            for branch in tree.branches:
-                if branch.seq is not None:
-                    owner[branch.seq] = tree
-        counts: dict[int, list] = {}
-        total = 0
-        for item in items:
-            tree = owner[item.seq]
-            counts.setdefault(id(tree), [tree, 0])[1] += len(item.tokens)
-            total += len(item.tokens)
-        return [(tree, n / total) for tree, n in counts.values()] if total else []
-
     def _advance_prefills(self, items: list[StepItem], active: list) -> None:
         """Move each prefilling prompt's cursor by the chunk it sent."""
         by_seq = {item.seq: len(item.tokens) for item in items}
@@ -226,20 +228,21 @@ class Engine:
                 tree.prefilled += by_seq[tree.root_seq]
 
     def _postprocess(self, rows: list[_Row], logits: np.ndarray) -> None:
+        """Entropy of every row at once, then one brancher step per tree."""
         entropies = self._entropies(rows, logits)
-        by_tree: dict[int, list[tuple[Branch, np.ndarray, float]]] = {}
-        trees: dict[int, Tree] = {}
+        by_tree: dict[int, list[_Row]] = {}
         for row, row_logits, h in zip(rows, logits, entropies):
             tree = row.tree
-            trees[id(tree)] = tree
             if row.branch is None:
-                by_tree.setdefault(id(tree), []).extend(
-                    (branch, row_logits, h) for branch in self._start_branches(tree)
-                )
+                starts = [_Row(tree, branch, row_logits, h) for branch in self._start_branches(tree)]
+                by_tree.setdefault(id(tree), []).extend(starts)
             else:
-                by_tree.setdefault(id(tree), []).append((row.branch, row_logits, h))
-        for key, work in by_tree.items():
-            self._advance_tree(trees[key], work)
+                row.logits, row.entropy = row_logits, h
+                by_tree.setdefault(id(tree), []).append(row)
+        for tree_rows in by_tree.values():
+            tree = tree_rows[0].tree
+            brancher.advance(tree, tree_rows, self.driver)
+            _finish_if_done(tree)
 
     def _entropies(self, rows: list[_Row], logits: np.ndarray) -> np.ndarray:
         """One vectorised entropy call per entropy mode present in the batch."""
@@ -248,7 +251,7 @@ class Engine:
             cfg = row.tree.request.branching
             modes.setdefault((cfg.entropy, cfg.entropy_top_k), []).append(i)
         if len(modes) == 1:  # the usual case: no row subset to copy out
-            (mode, k), = modes
+            ((mode, k),) = modes
             return batch_entropy(logits, mode, k)
         out = np.empty(len(rows), dtype=np.float64)
         for (mode, k), index in modes.items():
@@ -256,7 +259,7 @@ class Engine:
         return out
 
     def _start_branches(self, tree: Tree) -> list[Branch]:
-        """The prompt is in the cache: open the strategy's initial branches.
+        """The prompt is in the cache: open the method's initial branches.
 
         Extra initial branches (parallel sampling) fork the prompt's cache, so
         the prompt is computed once however many sequences start from it.
@@ -265,56 +268,11 @@ class Engine:
         first = tree.new_branch([], [], seq=tree.root_seq)
         extra = [
             tree.new_branch([], [], seq=self.backend.fork(tree.root_seq))
-            for _ in range(tree.request.strategy.initial_branches(tree) - 1)
+            for _ in range(tree.method.initial_branches(tree) - 1)
         ]
         return [first, *extra]
 
-    def _advance_tree(self, tree: Tree, work: list[tuple[Branch, np.ndarray, float]]) -> None:
-        request = tree.request
-        strategy = request.strategy
-        step_entropies = [h for _, _, h in work]
-        # theta_eff only matters when some entropy clears the fixed threshold
-        threshold = tree.effective_theta() if max(step_entropies) > request.branching.theta else request.branching.theta
-        forked = False
-        for branch, row, h in work:
-            if strategy.should_fork(tree, branch, h, threshold):
-                self._fork(tree, branch, row, h, threshold)
-                forked = True
-            else:
-                self._append(tree, branch, sample(row, request.sampling, branch.rng), h)
-        strategy.after_step(tree, step_entropies, forked)
-        if not tree.live:
-            tree.status = Status.FINISHED
-            tree.finished_at = time.perf_counter()
-
-    def _fork(self, tree: Tree, parent: Branch, row: np.ndarray, h: float, threshold: float) -> None:
-        """Parent goes on with the top-1 token, a new child starts with top-2."""
-        first, second = top_two(row)
-        child = tree.fork(parent, h, threshold, seq=self.backend.fork(parent.seq))
-        self._append(tree, parent, first, h)
-        self._append(tree, child, second, h)
-
-    def _append(self, tree: Tree, branch: Branch, token: int, h: float) -> None:
-        if token in self.backend.tokenizer.eog_ids:
-            self._finish(branch, "stop")
-            return
-        branch.token_ids.append(token)
-        branch.entropies.append(float(h))
-        if tree.markers and not branch.past_end_of_thinking:
-            branch.past_end_of_thinking = tree.ends_thinking(branch.token_ids)
-        if len(branch.token_ids) >= tree.request.sampling.max_tokens:
-            self._finish(branch, "length")
-        else:
-            branch.pending = token
-
-    def _finish(self, branch: Branch, reason: str) -> None:
-        branch.finish_reason = reason
-        branch.pending = None
-        if branch.seq is not None:
-            self.backend.release(branch.seq)
-            branch.seq = None
-
-    def _make_room(self, items: list[StepItem], active: list) -> None:
+    def _make_room(self, active: list) -> None:
         """The cache is full: end the longest live branch with "length".
 
         Nothing it generated is lost: it keeps its tokens and leaves the batch,
@@ -328,14 +286,61 @@ class Engine:
             if b.pending is not None
         ]
         if not candidates:
-            raise EagerError("the KV cache cannot hold the prompt; raise --ctx or shorten the prompt")
+            raise EagerError("the KV cache cannot hold the prompt; raise ctx or shorten the prompt")
         _, tree, victim = max(candidates, key=lambda c: c[0])
-        self._finish(victim, "length")
-        if not tree.live:
-            tree.status = Status.FINISHED
-            tree.finished_at = time.perf_counter()
+        brancher.finish(victim, "length", self.driver)
+        _finish_if_done(tree)
+
+    def _report(self, active: list, counts: dict[str, int], start: float) -> None:
+        if not self.on_step:
+            return
+        self.on_step(
+            StepStats(
+                steps=self.steps,
+                prompts_done=counts["done"],
+                prompts_in_flight=len(active),
+                live_branches=sum(len(t.live) for _, t in active),
+                generated_tokens=counts["generated"] + sum(t.generated_tokens for _, t in active),
+                elapsed_s=time.perf_counter() - start,
+            )
+        )
 
 
-def _worst_case_cells(request: Request) -> int:
+def _finish_if_done(tree: Tree) -> None:
+    if tree.status is Status.RUNNING and not tree.live:
+        tree.status = Status.FINISHED
+        tree.finished_at = time.perf_counter()
+
+
+def _split_finished(active: list) -> tuple[list, list]:
+    still = [(p, t) for p, t in active if t.status is not Status.FINISHED]
+    done = [(p, t) for p, t in active if t.status is Status.FINISHED]
+    return still, done
+
+
+def _token_shares(items: list[StepItem], active: list) -> list[tuple[Tree, float]]:
+    """Each prompt's fraction of the tokens in a step.
+
+    Prompts share every step, so per-prompt clocks would overlap; splitting
+    each step's time by these fractions gives shares that add up to the
+    run's wall-clock.
+    """
+    owner: dict[int, Tree] = {}
+    for _, tree in active:
+        if tree.status is Status.PREFILLING:
+            owner[tree.root_seq] = tree
+        for branch in tree.branches:
+            if branch.seq is not None:
+                owner[branch.seq] = tree
+    counts: dict[int, list] = {}
+    total = 0
+    for item in items:
+        tree = owner[item.seq]
+        counts.setdefault(id(tree), [tree, 0])[1] += len(item.tokens)
+        total += len(item.tokens)
+    return [(tree, n / total) for tree, n in counts.values()] if total else []
+
+
+def _worst_case_cells(request: TreeRequest) -> int:
     """Cache cells a prompt's tree can use at most: its prompt and M full sequences."""
     return len(request.prompt_ids) + request.branching.max_sequences * request.sampling.max_tokens

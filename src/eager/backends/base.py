@@ -52,7 +52,9 @@ class Backend(Protocol):
     tokenizer: Tokenizer
     vocab_size: int
     n_ctx: int  # cache cells shared by all sequences
+    n_batch: int  # most tokens one step may carry (prefill chunks and decodes together)
     max_sequences: int  # sequences that may exist at once
+    kv_bytes_per_cell: int  # memory one cache cell takes (K and V of every layer)
     tokens_decoded: int  # every token ever sent to the model, prompts included
 
     def new_sequence(self) -> int: ...

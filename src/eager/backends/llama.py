@@ -52,6 +52,29 @@ def _silence_llama_logs(lib) -> None:
     lib.llama_log_set(_quiet, ctypes.c_void_p(0))
 
 
+def _cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return any(line.startswith("flags") and " amx_tile" in line for line in f)
+    except OSError:
+        return False
+
+
+def model_params(lib):
+    """llama.cpp's model parameters, with its extra weight buffers off on AMX CPUs.
+
+    A llama-cpp-python built with ``-march=native`` on an AMX CPU routes matrix
+    products through ggml's AMX buffers, which crash inside ``llama_decode`` on
+    batched steps (seen on Sapphire Rapids under a sandbox). Turning the extra
+    buffer types off falls back to the plain CPU kernels; EAGER_EXTRA_BUFTS=1
+    keeps them on.
+    """
+    params = lib.llama_model_default_params()
+    if _cpu_has_amx() and os.environ.get("EAGER_EXTRA_BUFTS") != "1":
+        params.use_extra_bufts = False
+    return params
+
+
 def _kv_bytes_per_cell(lib, model) -> int:
     """Bytes one KV cell takes: K and V of every layer, in the default F16 cache."""
     n_head = lib.llama_model_n_head(model)
@@ -181,7 +204,7 @@ class LlamaBackend:
         lib = self._lib = _llama()
         _init_llama_backend()
 
-        mparams = lib.llama_model_default_params()
+        mparams = model_params(lib)
         self._model = lib.llama_model_load_from_file(model_path.encode("utf-8"), mparams)
         if not self._model:
             raise EagerError(f"llama.cpp could not load {model_path} (not a valid GGUF model?)")

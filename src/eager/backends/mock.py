@@ -85,6 +85,7 @@ class MockBackend:
         self.n_ctx = n_ctx
         self.max_sequences = max_sequences
         self.n_batch = n_batch
+        self.kv_bytes_per_cell = 2 * vocab_size  # a made-up size: tests only compare cell counts
         self._slots = SequenceSlots(max_sequences)
         self._history: dict[int, list[int]] = {}
         self._cells: dict[int, list[int]] = {}  # seq -> cell ids it uses

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eager.config import SamplingConfig
+from eager.core.config import SamplingConfig
 
 # tokens per block when locating the sampled token by block sums (see _inverse_cdf)
 _CDF_BLOCK = 1024

@@ -1,24 +1,27 @@
-"""The state of one prompt's generation: a tree of branches.
+"""One prompt's generation: a request for a tree, and the tree of branches it grows.
+
+A :class:`TreeRequest` is the one name for a tree of work everywhere: the
+engine, the remote driver, the evaluation's executors and Ray workers all take
+it. It carries the prompt as text (and as token ids once tokenised at the
+edge), the method's name, the rules and the sampling key.
 
 A :class:`Branch` owns everything about one sequence: its token ids (from the
 end of the prompt on, inherited ones included), where it left its parent, the
 entropy at each of its tokens, its random generator and how it finished.
 A :class:`Tree` holds one prompt's branches plus the prompt-level state the
-branching rules need (entropy history, steps since the last fork).
+branching rules need (entropy history for theta_eff, where forks happened).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from eager.config import BranchingConfig, SamplingConfig
-
-if TYPE_CHECKING:  # strategies import this module
-    from eager.strategies import Strategy
+from eager.core.config import BranchingConfig, SamplingConfig
+from eager.errors import EagerError
 
 
 class Status(Enum):
@@ -29,20 +32,23 @@ class Status(Enum):
 
 
 @dataclass(frozen=True)
-class Request:
-    """One prompt to generate for, with its own rules.
+class TreeRequest:
+    """One tree to grow for one prompt, with its own rules.
 
-    ``key`` names the request in the seed tree: each branch's generator is
+    ``key`` names the tree in the seed tree: each branch's generator is
     seeded with (seed, *key, branch index), so a prompt's tree does not depend
-    on which other prompts share the batch.
+    on which other prompts share the batch, the executor or the worker.
+    ``prompt_ids`` is empty until the prompt is tokenised (text at the edge);
+    ``chat`` says whether the model's chat template wraps the prompt then.
     """
 
-    prompt_ids: tuple[int, ...]
-    strategy: Strategy
+    prompt: str
+    method: str
     branching: BranchingConfig
     sampling: SamplingConfig
     key: tuple[int, ...] = (0,)
-    prompt: str = ""
+    chat: bool = True
+    prompt_ids: tuple[int, ...] = ()
 
 
 @dataclass(eq=False)
@@ -72,7 +78,7 @@ class Branch:
 class ForkEvent:
     parent: int
     child: int
-    position: int  # completion position where the child left its parent
+    position: int  # completion position (the tree's step) where the child left its parent
     entropy: float
     threshold: float  # theta_eff at that step
 
@@ -83,15 +89,14 @@ def branch_rng(seed: int, key: Sequence[int], index: int) -> np.random.Generator
 
 @dataclass(eq=False)
 class Tree:
-    request: Request
-    markers: list[list[int]]
+    request: TreeRequest
+    method: Any  # the brancher's method object for request.method (eager.core.brancher)
+    markers: list[list[int]] = field(default_factory=list)
     branches: list[Branch] = field(default_factory=list)
     forks: list[ForkEvent] = field(default_factory=list)
     status: Status = Status.WAITING
     prefilled: int = 0  # prompt tokens already in the cache
     root_seq: int | None = None
-    steps_without_fork: int = 0
-    branching_open: bool = True
     started_at: float = 0.0
     finished_at: float = 0.0
     compute_s: float = 0.0  # this prompt's share of step time, by tokens in each step
@@ -119,6 +124,19 @@ class Tree:
         if not cfg.dynamic_theta or self._n_history == 0:
             return cfg.theta
         return max(cfg.theta, float(np.percentile(self._history[: self._n_history], 99)))
+
+    # -- the window W, by the tree's steps ------------------------------------------
+
+    def window_open(self, step: int) -> bool:
+        """Whether a fork is allowed at ``step`` (a branch's completion position).
+
+        Branching closes once W steps of the tree in a row passed without a
+        fork: at step s it is open while s - (the last fork's step before s) <= W,
+        with no fork counted as step -1. Forks at ``step`` itself do not count,
+        so every branch of one step sees the same window.
+        """
+        last = max((f.position for f in self.forks if f.position < step), default=-1)
+        return step - last <= self.request.branching.window
 
     # -- branches ------------------------------------------------------------------
 
@@ -166,3 +184,34 @@ class Tree:
 
     def ends_thinking(self, token_ids: list[int]) -> bool:
         return any(len(m) <= len(token_ids) and token_ids[-len(m) :] == m for m in self.markers)
+
+
+def tokenized(request: TreeRequest, tokenizer: Any) -> TreeRequest:
+    """The request with its prompt's token ids (text at the edge: tokenise as it enters).
+
+    ``tokenizer`` is anything with ``encode_prompt(text, chat) -> list[int]``.
+    """
+    if request.prompt_ids:
+        return request
+    if not isinstance(request.prompt, str) or not request.prompt.strip():
+        raise EagerError("the prompt is empty")
+    return replace(request, prompt_ids=tuple(tokenizer.encode_prompt(request.prompt, request.chat)))
+
+
+def tree_requests(
+    prompts: Sequence[str],
+    *,
+    method: str,
+    branching: BranchingConfig,
+    sampling: SamplingConfig,
+    chat: bool = True,
+    keys: Sequence[tuple[int, ...]] | None = None,
+) -> list[TreeRequest]:
+    """One request per prompt, keyed by its position unless ``keys`` are given."""
+    requests = []
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise EagerError(f"prompt {i} is empty")
+        key = tuple(keys[i]) if keys is not None else (i,)
+        requests.append(TreeRequest(prompt, method, branching, sampling, key=key, chat=chat))
+    return requests

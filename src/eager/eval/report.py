@@ -4,7 +4,7 @@
 
 * summary.json: {"model", "dataset", "n_prompts", "seed", "M", "config", "methods"},
   where "methods" maps a method name (one M in the run) or "<method>@M=<M>"
-  (several) to ``eager.metrics.summarize`` of its records plus "method", "M" and
+  (several) to ``eager.eval.metrics.summarize`` of its records plus "method", "M" and
   "tokens_saved_vs_parallel" (1 - generated / parallel's generated at the same M,
   None without parallel records for the same prompts);
 * summary.md: the same as a table;
@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from eager.errors import EagerError
-from eager.metrics import summarize
+from eager.eval.methods import method_order
+from eager.eval.metrics import summarize
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,6 @@ SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
 TRADEOFF_PNG = "tradeoff.png"
 
-# Report order; the eval runner owns the methods, this only sorts what it finds.
-METHOD_ORDER = ("parallel", "eager-init", "eager-adapt", "eager")
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -92,7 +91,7 @@ def build_summary(config: dict[str, Any], records: dict[str, list[dict[str, Any]
     for M in budgets:
         by_method = {m: [r for r in rs if int(r["M"]) == M] for m, rs in records.items()}
         parallel = by_method.get("parallel", [])
-        for method in sorted(by_method, key=_order):
+        for method in sorted(by_method, key=method_order):
             own = by_method[method]
             summary = summarize(own)
             summary = {"method": method, "M": M, **summary, "tokens_saved_vs_parallel": _saved(own, parallel)}
@@ -107,10 +106,6 @@ def build_summary(config: dict[str, Any], records: dict[str, list[dict[str, Any]
         "config": config,
         "methods": methods,
     }
-
-
-def _order(method: str) -> int:
-    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
 
 
 def _saved(records: list[dict[str, Any]], parallel: list[dict[str, Any]]) -> float | None:
@@ -185,7 +180,7 @@ def plot_tradeoff(summary: dict[str, Any], path: Path) -> None:
     }
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=150)
     xs = []
-    for method in sorted(curves, key=_order):
+    for method in sorted(curves, key=method_order):
         rows = sorted(curves[method], key=lambda r: r["M"])
         color, marker, size = style.get(method, ("tab:purple", "v", 6))
         x = [r["generated_tokens"] for r in rows]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from eager.sequence import ForkEvent, Tree
+from eager.core.tree import ForkEvent, Tree
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def result_of(tree: Tree, decode) -> GenerationResult:
     ]
     return GenerationResult(
         prompt=request.prompt,
-        method=request.strategy.name,
+        method=request.method,
         prompt_tokens=len(request.prompt_ids),
         sequences=sequences,
         forks=list(tree.forks),

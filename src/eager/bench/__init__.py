@@ -8,8 +8,8 @@ returns plain numbers:
   batched decode (same file, n_ctx, n_batch, threads; one prefill, M-1
   ``llama_memory_seq_cp`` forks, then the very same number of sequences at
   every step, greedy argmax on ``llama_get_logits_ith``);
-* entropy + sampling: the cost of :mod:`eager.entropy` and
-  :mod:`eager.sampling` on real logits rows of a batch of M, as a share of
+* entropy + sampling: the cost of :mod:`eager.core.entropy` and
+  :mod:`eager.core.sampling` on real logits rows of a batch of M, as a share of
   the decode step that produced them;
 * EAGER-init vs parallel on GSM8K questions: tokens and wall-clock;
 * the fork: ``llama_memory_seq_cp`` against a decode step and against
@@ -39,16 +39,15 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from eager.backends.base import CacheFull, StepItem
-from eager.config import BranchingConfig, SamplingConfig
-from eager.datasets import format_prompt, load_problems
+from eager.core.config import BranchingConfig, SamplingConfig
+from eager.eval.datasets import format_prompt, load_problems
 from eager.engine import Engine
-from eager.entropy import batch_entropy
+from eager.core.entropy import batch_entropy
 from eager.errors import EagerError
 from eager.models import DEFAULT_MODEL, TEST_MODEL, resolve_model
-from eager.results import GenerationResult
-from eager.sampling import sample
-from eager.sequence import Request, branch_rng
-from eager.strategies import get_strategy
+from eager.core.results import GenerationResult
+from eager.core.sampling import sample
+from eager.core.tree import TreeRequest, branch_rng
 
 
 # The headline numbers: every one is a finite float in a finished run
@@ -258,11 +257,11 @@ class RawLoop:
     def __init__(self, model_path: str, *, n_ctx: int, n_batch: int, n_seq_max: int, n_threads: int) -> None:
         import llama_cpp as lib
 
-        from eager.backends.llama import _init_llama_backend
+        from eager.backends.llama import _init_llama_backend, model_params
 
         _init_llama_backend()  # the backend's log silencing, once per process
         self.lib = lib
-        self.model = lib.llama_model_load_from_file(model_path.encode("utf-8"), lib.llama_model_default_params())
+        self.model = lib.llama_model_load_from_file(model_path.encode("utf-8"), model_params(lib))
         if not self.model:
             raise EagerError(f"llama.cpp could not load {model_path}")
         cparams = lib.llama_context_default_params()
@@ -326,11 +325,12 @@ class RawLoop:
 
 
 def _engine_parallel(backend, prompt_ids: Sequence[int], M: int, max_tokens: int, seed: int, on_step: Callable[[Any], None] | None = None) -> GenerationResult:
-    request = Request(
-        tuple(prompt_ids),
-        get_strategy("parallel"),
+    request = TreeRequest(
+        "",
+        "parallel",
         BranchingConfig(max_sequences=M),
         SamplingConfig(max_tokens=max_tokens, seed=seed),
+        prompt_ids=tuple(prompt_ids),
     )
     [(_, result)] = list(Engine(backend, on_step=on_step).run([request]))
     return result

@@ -3,9 +3,9 @@
 A remote server gives the top-K log-probabilities of each sampled token, not
 the full logits a local :class:`~eager.backends.base.Backend` returns, so this
 is a driver of its own. It reuses the engine's rules, not copies of them: the
-same :class:`~eager.sequence.Tree` and :class:`~eager.sequence.Branch`
+same :class:`~eager.core.tree.Tree` and :class:`~eager.core.tree.Branch`
 objects, the same strategy objects (``initial_branches`` / ``should_fork`` /
-``after_step``), :func:`~eager.results.result_of` and the configs.
+``after_step``), :func:`~eager.core.results.result_of` and the configs.
 
 How a prompt is generated:
 
@@ -13,7 +13,7 @@ How a prompt is generated:
   over the prompt plus the branch's tokens so far, with ``logprobs=K`` and
   ``max_tokens`` = what the branch has left;
 * every streamed token brings its top-K log-probabilities; H is the entropy
-  renormalised over them (:func:`eager.entropy.entropy_from_logprobs`), so it is
+  renormalised over them (:func:`eager.core.entropy.entropy_from_logprobs`), so it is
   the paper's top-K entropy of the raw distribution where the server reports
   raw log-probabilities (see docs/remote.md for each server);
 * when the strategy says fork, the stream is closed and the token the server
@@ -21,10 +21,10 @@ How a prompt is generated:
   child with the top-2 token, each in a new request whose prefix the server's
   prefix cache already holds.
 
-Steps differ from the local engine: there one step is one batched decode of
-every live branch of a prompt, and W and the P99 history advance once per
-step; here branches stream independently, so a step is one received token of
-the prompt's tree (W counts tokens of the whole tree without a fork).
+The rules are the brancher's (:func:`eager.core.brancher.advance`), called
+once per received token. A token's step is its completion position, as in
+the local engine (where every live branch of a tree is at the same position
+in each batched step), so the window W counts steps of the tree on both paths.
 
 Token ids where the server gives them (vLLM with ``return_tokens_as_token_ids``,
 llama.cpp's ``llama-server``): prompts go out as ids, so a fork never
@@ -49,13 +49,13 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from eager.config import BranchingConfig, SamplingConfig
+from eager.core.config import BranchingConfig, SamplingConfig
 from eager.engine import StepStats
-from eager.entropy import entropy_from_logprobs
+from eager.core.entropy import entropy_from_logprobs
 from eager.errors import EagerError
-from eager.results import GenerationResult, result_of
-from eager.sequence import Branch, Request, Status, Tree
-from eager.strategies import get_strategy
+from eager.core.results import GenerationResult, result_of
+from eager.core import brancher
+from eager.core.tree import Branch, Status, Tree, TreeRequest, tokenized
 
 log = logging.getLogger(__name__)
 
@@ -724,6 +724,62 @@ class _Job:
     request_s: float = 0.0  # summed duration of its requests
 
 
+class _StreamRow:
+    """A received token as a brancher row: the server's token is plain sampling's."""
+
+    def __init__(self, driver: "RemoteDriver", branch: Branch, token: StreamedToken) -> None:
+        self.branch = branch
+        self.entropy = token_entropy(token)
+        self._driver = driver
+        self.sampled = driver._token_id(token)
+        self.candidates = token.candidates
+        self.pieces: dict[int, str] = {self.sampled: token.text or ""}  # token id -> its text, for this step
+        self.end_ids: set[int] = set()
+
+    def sample(self) -> int:
+        return self.sampled
+
+    def top_two(self) -> tuple[int, int]:
+        ids = []
+        for candidate in self.candidates[:2]:
+            token_id = self._driver._candidate_id(candidate)
+            if self._driver._ends_sequence(candidate):
+                self.end_ids.add(token_id)
+            else:
+                self.pieces[token_id] = self._driver._candidate_text(candidate)
+            ids.append(token_id)
+        return ids[0], ids[1]
+
+
+class _StreamDriver:
+    """The brancher's side effects for one received token: no cache to fork or free."""
+
+    def __init__(self, job: "_Job", row: _StreamRow) -> None:
+        self._job = job
+        self._row = row
+
+    def text_after(self, tree: Tree, branch: Branch, base: str) -> str:
+        return base + self._row.pieces.get(branch.token_ids[-1], "") if branch.token_ids else base
+
+    def base_text(self, tree: Tree, branch: Branch) -> str:
+        texts = self._job.texts
+        return texts[branch] if branch in texts else texts[tree.branches[branch.parent]]
+
+    def fork_sequence(self, parent: Branch) -> int | None:
+        return None
+
+    def is_end(self, token: int) -> bool:
+        return token in self._row.end_ids  # only a token forced at a fork; the server ends its own
+
+    def ends_thinking(self, tree: Tree, branch: Branch) -> bool:
+        marker = tree.request.branching.end_of_thinking
+        text = self.text_after(tree, branch, self.base_text(tree, branch))
+        return marker in text[-(len(marker) + 64) :]
+
+    def release(self, branch: Branch) -> None:
+        return None
+
+
 class RemoteDriver:
     """Runs requests to completion on a server; one streaming request per branch segment."""
 
@@ -746,10 +802,10 @@ class RemoteDriver:
 
     # -- the loop --------------------------------------------------------------------
 
-    def run(self, requests: Sequence[Request], prompt_texts: Sequence[str] | None = None) -> list[GenerationResult]:
+    def run(self, requests: Sequence[TreeRequest], prompt_texts: Sequence[str] | None = None) -> list[GenerationResult]:
         """Generate for every request; ``prompt_texts`` are what text-prompt servers get."""
         texts = prompt_texts if prompt_texts is not None else [r.prompt for r in requests]
-        jobs = [_Job(i, Tree(r, markers=[]), text) for i, (r, text) in enumerate(zip(requests, texts))]
+        jobs = [_Job(i, Tree(r, brancher.get_method(r.method)), text) for i, (r, text) in enumerate(zip(requests, texts))]
         start = time.perf_counter()
         failure: BaseException | None = None
         futures: dict[Future, _Job] = {}
@@ -762,7 +818,7 @@ class RemoteDriver:
             for job in jobs:
                 job.tree.status = Status.RUNNING
                 job.tree.started_at = time.perf_counter()
-                for _ in range(job.tree.request.strategy.initial_branches(job.tree)):
+                for _ in range(job.tree.method.initial_branches(job.tree)):
                     branch = job.tree.new_branch([], [])
                     job.texts[branch] = ""
                     submit(job, branch)
@@ -899,43 +955,24 @@ class RemoteDriver:
         if not token.candidates:
             raise no_logprobs_error(self.server.url)
         tree = job.tree
-        strategy = tree.request.strategy
-        h = token_entropy(token)
+        row = _StreamRow(self, branch, token)
+        driver = _StreamDriver(job, row)
         with self._lock:
             self._steps += 1
             self.stats.streamed_tokens += 1
-            theta = tree.request.branching.theta
-            threshold = tree.effective_theta() if h > theta else theta
-            if len(token.candidates) >= 2 and strategy.should_fork(tree, branch, h, threshold):
-                child = self._fork(job, branch, token, h, threshold)
-                strategy.after_step(tree, [h], True)
-                return [b for b in (branch, child) if not b.finished]
-            self._append(job, branch, self._token_id(token), token.text or "", h)
-            strategy.after_step(tree, [h], False)
-            return [] if branch.finished else None
-
-    def _fork(self, job: _Job, parent: Branch, token: StreamedToken, h: float, threshold: float) -> Branch:
-        """The parent goes on with the top-1 token, a new child with the top-2 token."""
-        tree = job.tree
-        first, second = token.candidates[0], token.candidates[1]
-        child = tree.fork(parent, h, threshold)
-        job.texts[child] = job.texts[parent]
-        for branch, candidate in ((parent, first), (child, second)):
-            if self._ends_sequence(candidate):
-                branch.finish_reason = "stop"
+            before = tree.n_sequences
+            base = job.texts[branch]
+            if len(token.candidates) < 2:  # no top-2 to fork with: keep the server's token
+                brancher.append(tree, branch, row.sample(), row.entropy, driver)
+                tree.method.after_step(tree, [row.entropy])
             else:
-                self._append(job, branch, self._candidate_id(candidate), self._candidate_text(candidate), h)
-        return child
-
-    def _append(self, job: _Job, branch: Branch, token_id: int, text: str, h: float) -> None:
-        branch.token_ids.append(token_id)
-        branch.entropies.append(float(h))
-        job.texts[branch] += text
-        marker = job.tree.request.branching.end_of_thinking
-        if marker and not branch.past_end_of_thinking:
-            branch.past_end_of_thinking = marker in job.texts[branch][-(len(marker) + 64) :]
-        if len(branch.token_ids) >= job.tree.request.sampling.max_tokens:
-            branch.finish_reason = "length"
+                brancher.advance(tree, [row], driver)
+            touched = [branch, *tree.branches[before:]]
+            for b in touched:
+                job.texts[b] = driver.text_after(tree, b, base) if not (b.finished and b.finish_reason == "stop") else base
+            if tree.n_sequences > before:
+                return [b for b in touched if not b.finished]
+            return [] if branch.finished else None
 
     def _finish_from_server(self, branch: Branch, reason: str, streamed: int) -> None:
         """The server ended the stream: "stop" (end of sequence) or "length"."""
@@ -1005,14 +1042,10 @@ def connect(
 
 
 def generate_remote(
-    prompts: str | Sequence[str],
+    requests: Sequence[TreeRequest],
     *,
     url: str,
     served_model: str | None = None,
-    method: str = "eager-init",
-    branching: BranchingConfig,
-    sampling: SamplingConfig,
-    chat: bool = True,
     max_concurrency: int = 16,
     timeout_s: float = 60.0,
     retries: int = 3,
@@ -1028,21 +1061,19 @@ def generate_remote(
     fails mid-run, :class:`RemoteGenerationError` carries every finished result.
     Pass ``server`` (from :func:`connect`) to skip probing it again.
     """
-    from eager.api import make_requests  # the same prompt checks and request keys as the local path
-
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    if not prompts:
+    if not requests:
         raise EagerError("no prompts given")
     if max_concurrency < 1:
-        raise EagerError(f"max-concurrency must be >= 1, got {max_concurrency}")
-    get_strategy(method)
-    if branching.entropy != "topk":
-        raise EagerError("a remote server gives top-K logprobs only: use --entropy topk (full-vocabulary entropy needs a local model)")
+        raise EagerError(f"max_concurrency must be >= 1, got {max_concurrency}")
+    for request in requests:
+        brancher.get_method(request.method)
+        if request.branching.entropy != "topk":
+            raise EagerError("a remote server gives top-K logprobs only: use entropy topk (full-vocabulary entropy needs a local model)")
     if server is None:
-        server = connect(url, served_model, entropy_top_k=branching.entropy_top_k, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s)
-    requests = make_requests(prompts, server, method=method, branching=branching, sampling=sampling, chat=chat)
-    texts = None if server.id_prompts else [server.dialect.prompt_text(p, chat) for p in prompts]
+        k = requests[0].branching.entropy_top_k
+        server = connect(url, served_model, entropy_top_k=k, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s)
+    texts = None if server.id_prompts else [server.dialect.prompt_text(r.prompt, r.chat) for r in requests]
+    requests = [tokenized(r, server.tokenizer) for r in requests]
     driver = RemoteDriver(server, max_concurrency=max_concurrency, on_step=on_step)
     results = driver.run(requests, texts)
     log.info("remote run: %s", driver.stats)

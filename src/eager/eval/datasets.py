@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from eager.errors import EagerError
-from eager.grading import last_boxed
+from eager.eval.grading import last_boxed
 
 logger = logging.getLogger(__name__)
 

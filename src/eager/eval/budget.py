@@ -18,6 +18,35 @@ when the cap binds it binds (to within one) for every hard prompt.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+
+from eager.core.config import option
+from eager.errors import EagerError
+
+
+@dataclass(frozen=True)
+class ReallocationConfig:
+    """How eager-adapt and full EAGER spend the budget EAGER-init saved.
+
+    Attributes:
+        adapt_extra_factor: eager-adapt gives a hard prompt at most this x M extra.
+        full_extra_factor: full EAGER gives a hard prompt at most this x M extra.
+        retry_decay, retry_late_decay: the threshold schedule of extra trees
+            (:func:`retry_theta`).
+    """
+
+    adapt_extra_factor: int = option(3, "eager-adapt: at most this x M extra sequences per hard prompt (default: {default})")
+    full_extra_factor: int = option(1, "eager: at most this x M extra sequences per hard prompt (default: {default})")
+    retry_decay: float = option(0.8, "theta multiplier per retry tree of a prompt below the cap (default: {default})")
+    retry_late_decay: float = option(0.9, "extra theta multiplier per retry from the third tree on (default: {default})")
+
+    def __post_init__(self) -> None:
+        for name in ("adapt_extra_factor", "full_extra_factor"):
+            if getattr(self, name) < 0:
+                raise EagerError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("retry_decay", "retry_late_decay"):
+            if not 0 < getattr(self, name) <= 1:
+                raise EagerError(f"{name} must be in (0, 1], got {getattr(self, name)}")
 
 
 def split_budget(saved: int, hard: Sequence[int], cap: int) -> dict[int, int]:
@@ -55,7 +84,7 @@ def saved_budget(n_sequences: Sequence[int], max_sequences: int) -> int:
     return max_sequences * len(n_sequences) - sum(n_sequences)
 
 
-def adapt_plan(n_sequences: Sequence[int], M: int, extra_factor: int = 3) -> dict[int, int]:
+def adapt_plan(n_sequences: Sequence[int], M: int, extra_factor: int = ReallocationConfig.adapt_extra_factor) -> dict[int, int]:
     """EAGER-adapt reallocation: hard = prompts with n_i >= M, each capped at extra_factor * M."""
     _check_counts(n_sequences, M, extra_factor)
     hard = [index for index, n in enumerate(n_sequences) if n >= M]
@@ -63,7 +92,7 @@ def adapt_plan(n_sequences: Sequence[int], M: int, extra_factor: int = 3) -> dic
 
 
 def full_plan(
-    n_sequences: Sequence[int], solved: Sequence[bool], M: int, extra_factor: int = 1
+    n_sequences: Sequence[int], solved: Sequence[bool], M: int, extra_factor: int = ReallocationConfig.full_extra_factor
 ) -> dict[int, int]:
     """Full-EAGER reallocation: hard = unsolved prompts, those at the cap (n_i >= M)
     first, otherwise in prompt order; each capped at extra_factor * M."""
@@ -80,8 +109,8 @@ def retry_theta(
     attempt: int,
     *,
     at_cap: bool,
-    decay: float = 0.8,
-    late_decay: float = 0.9,
+    decay: float = ReallocationConfig.retry_decay,
+    late_decay: float = ReallocationConfig.retry_late_decay,
 ) -> float:
     """Entropy threshold for the ``attempt``-th extra tree of a prompt (0 = first).
 

@@ -1,11 +1,11 @@
 """Growing an eval's trees on Ray workers (``eager eval --ray [ADDRESS]``).
 
-:class:`RayExecutor` is an :class:`eager.evaluate.Executor`: the eval runner hands
+:class:`RayExecutor` is an :class:`eager.eval.executors.Executor`: the eval runner hands
 it a batch of trees and gets back (position, result) pairs as trees finish, the
 same as from the local executor. Underneath:
 
 * each worker is a Ray actor that opens its model once, with the very entry
-  point a local run uses (:func:`eager.evaluate.open_executor`), and grows the
+  point a local run uses (:func:`eager.eval.executors.open_executor`), and grows the
   trees it is sent with the usual engine, streaming each finished tree back
   (a Ray streaming generator) along with engine statistics about once a second;
 * a batch is split into one shard per worker by prompt: every tree of a prompt
@@ -38,8 +38,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 from eager.engine import StepStats
 from eager.errors import EagerError
-from eager.evaluate import Executor, ModelSpec, StepFn, TreeTask, open_executor
-from eager.results import GenerationResult
+from eager.core.tree import TreeRequest
+from eager.eval.executors import Executor, ModelSpec, StepFn, open_executor
+from eager.core.results import GenerationResult
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class Worker:
             "pid": os.getpid(),
         }
 
-    def run(self, shard: Sequence[tuple[int, TreeTask]]) -> Iterator[tuple]:
+    def run(self, shard: Sequence[tuple[int, TreeRequest]]) -> Iterator[tuple]:
         """Yields ("result", position, GenerationResult) per finished tree and
         ("stats", StepStats) about every ``STATS_EVERY_S``; raises what the engine raises.
 
@@ -140,7 +141,7 @@ class Worker:
 
         def grow() -> None:
             try:
-                for index, result in self.executor.run([task for _, task in shard], on_step=lambda s: events.put(("stats", s))):
+                for index, result in self.executor.run([request for _, request in shard], on_step=lambda s: events.put(("stats", s))):
                     events.put(("result", positions[index], result))
                 events.put(("end",))
             except BaseException as error:  # handed to the generator, which raises it
@@ -186,18 +187,18 @@ class _Shard:
 
     number: int
     slot: _Slot
-    owed: dict[int, TreeTask]
+    owed: dict[int, TreeRequest]
     failures: int = 0
     stats: StepStats | None = None
 
 
-def deal_by_prompt(tasks: Sequence[TreeTask], n_shards: int) -> list[list[tuple[int, TreeTask]]]:
+def deal_by_prompt(requests: Sequence[TreeRequest], n_shards: int) -> list[list[tuple[int, TreeRequest]]]:
     """Prompts in order of first appearance, dealt round-robin: a prompt's trees share a shard."""
     rank: dict[str, int] = {}
-    shards: list[list[tuple[int, TreeTask]]] = [[] for _ in range(n_shards)]
-    for position, task in enumerate(tasks):
-        shard = rank.setdefault(task.prompt, len(rank)) % n_shards
-        shards[shard].append((position, task))
+    shards: list[list[tuple[int, TreeRequest]]] = [[] for _ in range(n_shards)]
+    for position, request in enumerate(requests):
+        shard = rank.setdefault(request.prompt, len(rank)) % n_shards
+        shards[shard].append((position, request))
     return [shard for shard in shards if shard]
 
 
@@ -226,8 +227,8 @@ class RayExecutor:
         ray = self._ray or import_ray()
         self._ray = ray
         workers, cpus = self._connect(ray)
-        threads = self.spec.threads or cpus
-        self.spec = replace(self.spec, threads=threads)
+        threads = self.spec.engine.threads or cpus
+        self.spec = replace(self.spec, engine=replace(self.spec.engine, threads=threads))
         self._cpus = cpus
         self._worker_class = ray.remote(Worker).options(num_cpus=cpus, max_restarts=0, scheduling_strategy="SPREAD")
         self._slots = [self._new_slot(number) for number in range(workers)]
@@ -327,14 +328,14 @@ class RayExecutor:
 
     # -- a batch ---------------------------------------------------------------------------
 
-    def run(self, tasks: Sequence[TreeTask], on_step: StepFn | None = None) -> Iterator[tuple[int, GenerationResult]]:
-        if not tasks:
+    def run(self, requests: Sequence[TreeRequest], on_step: StepFn | None = None) -> Iterator[tuple[int, GenerationResult]]:
+        if not requests:
             return
         self._start()
         ray = self._ray
         shards = [
             _Shard(number, self._slots[number], dict(items))
-            for number, items in enumerate(deal_by_prompt(tasks, len(self._slots)))
+            for number, items in enumerate(deal_by_prompt(requests, len(self._slots)))
         ]
         streams = {self._send(shard): shard for shard in shards}
         died = _worker_death_errors(ray)

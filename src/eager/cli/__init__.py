@@ -1,0 +1,76 @@
+"""The ``eager`` command line. Only the CLI prints; the library returns data and logs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from eager.cli import evaluate, generate
+from eager.cli.options import flag_names, flagged
+from eager.errors import EagerError
+
+render_tree = generate.render_tree
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eager",
+        description="Entropy-aware branching generation (EAGER) for cheaper inference-time scaling, on llama.cpp.",
+        epilog=generate.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    generate.add_parser(sub)
+    evaluate.add_parsers(sub)
+    models = sub.add_parser("models", help="list the packaged models")
+    models.add_argument("--json", action="store_true", help="print JSON")
+    models.set_defaults(func=cmd_models)
+
+    from eager.bench import add_bench_parser
+
+    add_bench_parser(sub)
+    return parser
+
+
+def cmd_models(args) -> int:
+    import json
+
+    from eager.models import list_models
+
+    rows = list_models()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        mark = "installed" if row["installed"] else "not installed"
+        default = " (default)" if row["default"] else ""
+        print(f"{row['name']}{default}: {row['description']}")
+        print(f"  {row['size'] / 1e6:.0f} MB, {mark}" + (f": {row['path']}" if row["path"] else f"; install with: {row['install']}"))
+    return 0
+
+
+def _option_flags() -> dict[str, str]:
+    from eager.core.config import BranchingConfig, EngineConfig, SamplingConfig
+    from eager.eval.budget import ReallocationConfig
+
+    names = flag_names(BranchingConfig, SamplingConfig, EngineConfig, ReallocationConfig)
+    names["grade_timeout_s"] = "--grade-timeout"
+    return names
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except EagerError as e:
+        print(f"eager: error: {flagged(str(e), _option_flags())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("eager: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

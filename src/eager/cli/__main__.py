@@ -1,0 +1,5 @@
+import sys
+
+from eager.cli import main
+
+sys.exit(main())

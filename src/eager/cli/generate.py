@@ -1,0 +1,138 @@
+"""``eager generate``: trees for one or more prompts, as a tree view or JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from eager.cli.options import add_config_options, config_from_args
+from eager.core.config import BranchingConfig, EngineConfig, SamplingConfig
+from eager.errors import EagerError
+from eager.models import DEFAULT_MODEL
+
+EPILOG = """\
+EAGER starts one chain per prompt, watches the entropy of every next-token
+distribution and forks a new branch (sharing the prefix's KV cache) only where
+the model is uncertain. `parallel` samples M independent chains instead.
+
+examples:
+  eager generate --prompt "What is 17 * 23?" -M 8 --theta 2.2
+  eager generate --model smollm2-135m --prompt "Hi" --method parallel -M 4 --json
+  eager models
+"""
+
+
+def add_model_options(p) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=DEFAULT_MODEL, help=f"packaged model name, path to a .gguf file, or openai:http://HOST:PORT/v1[#NAME] (default: {DEFAULT_MODEL}; see `eager models`)")
+    g.add_argument("--raw-prompt", action="store_true", help="send the prompt as raw text, without the model's chat template")
+    add_config_options(g, EngineConfig)
+
+
+def add_parser(sub) -> None:
+    gen = sub.add_parser("generate", help="generate a branching tree (or M parallel samples) for one or more prompts", epilog=EPILOG, formatter_class=_formatter())
+    gen.add_argument("--prompt", action="append", default=[], help="a prompt (repeat for several; they are batched together)")
+    gen.add_argument("--prompt-file", help="a text file with one prompt per line")
+    gen.add_argument("--json", action="store_true", help="print one JSON object (a list under 'results' when several prompts)")
+    add_model_options(gen)
+    b = gen.add_argument_group("branching (EAGER-init)")
+    b.add_argument("--method", default="eager-init", help="eager-init (entropy-aware branching) or parallel (M independent samples) (default: eager-init)")
+    add_config_options(b, BranchingConfig)
+    add_config_options(gen.add_argument_group("sampling"), SamplingConfig)
+    gen.set_defaults(func=cmd_generate)
+
+
+def _formatter():
+    import argparse
+
+    return argparse.RawDescriptionHelpFormatter
+
+
+def _read_prompts(args) -> list[str]:
+    prompts = list(args.prompt)
+    if args.prompt_file:
+        try:
+            with open(args.prompt_file, encoding="utf-8") as f:
+                prompts += [line.rstrip("\n") for line in f if line.strip()]
+        except OSError as e:
+            raise EagerError(f"cannot read --prompt-file: {e.strerror}: {args.prompt_file}") from None
+    if not prompts:
+        raise EagerError("give a prompt with --prompt TEXT or --prompt-file FILE")
+    for i, prompt in enumerate(prompts):
+        if not prompt.strip():
+            raise EagerError("the prompt is empty" if len(prompts) == 1 else f"prompt {i + 1} is empty")
+    return prompts
+
+
+def _progress(total: int):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="prompt", desc="generating", disable=None, file=sys.stderr, leave=False)
+
+    def on_step(stats) -> None:
+        bar.n = stats.prompts_done
+        rate = stats.generated_tokens / stats.elapsed_s if stats.elapsed_s > 0 else 0.0
+        bar.set_postfix(branches=stats.live_branches, tok_s=f"{rate:.1f}", refresh=False)
+        bar.refresh()
+
+    return bar, on_step
+
+
+def cmd_generate(args) -> int:
+    from eager.api import generate
+
+    prompts = _read_prompts(args)
+    branching = config_from_args(BranchingConfig, args)
+    sampling = config_from_args(SamplingConfig, args)
+    engine = config_from_args(EngineConfig, args)
+    bar, on_step = _progress(len(prompts))
+    try:
+        results = generate(
+            prompts, model=args.model, method=args.method, branching=branching, sampling=sampling, engine=engine,
+            chat=not args.raw_prompt, on_step=on_step,
+        )
+    finally:
+        bar.close()
+    if args.json:
+        payload = [r.to_dict() for r in results]
+        print(json.dumps(payload[0] if len(payload) == 1 else {"results": payload}, ensure_ascii=False))
+    else:
+        for result in results:
+            print(render_tree(result))
+    return 0
+
+
+def _one_line(text: str, width: int = 400) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 3] + "..."
+
+
+def _depth(result, seq) -> int:
+    depth, parent = 0, seq.parent
+    while parent is not None:
+        depth += 1
+        parent = result.sequences[parent].parent
+    return depth
+
+
+def render_tree(result) -> str:
+    """The human view: each branch, where it forked and the entropy there."""
+    forks = {f.child: f for f in result.forks}
+    lines = [f"prompt ({result.prompt_tokens} tokens, {result.method}): {_one_line(result.prompt, 120)}"]
+    for seq in result.sequences:
+        indent = "  " * _depth(result, seq)
+        if seq.parent is None:
+            origin, shown = "root", seq.text
+        else:
+            fork = forks[seq.index]
+            origin = f"forked from #{seq.parent} at token {seq.fork_at} (H={fork.entropy:.2f} > {fork.threshold:.2f})"
+            shown = "..." + seq.own_text
+        lines.append(f"{indent}#{seq.index} {origin}: {len(seq.token_ids)} tokens, {seq.finish_reason}")
+        lines.append(f"{indent}   {_one_line(shown)}")
+    saved = 1 - result.generated_tokens / result.sequence_tokens if result.sequence_tokens else 0.0
+    rate = result.generated_tokens / result.wall_s if result.wall_s > 0 else 0.0
+    lines.append(
+        f"{len(result.sequences)} sequences, {len(result.forks)} forks; generated {result.generated_tokens} tokens "
+        f"for {result.sequence_tokens} sequence tokens ({saved:.0%} shared); {result.wall_s:.1f} s, {rate:.1f} tok/s"
+    )
+    return "\n".join(lines)

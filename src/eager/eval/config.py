@@ -1,0 +1,174 @@
+"""One evaluation run's configuration: the data, the methods, and the nested rule configs.
+
+``EvalConfig`` nests the configs every run shares (:class:`BranchingConfig`,
+:class:`SamplingConfig`, :class:`EngineConfig`, :class:`ReallocationConfig`),
+so a default lives in one place. :meth:`EvalConfig.of` takes the same options
+as flat keywords. ``config.json`` stores them flat (:func:`stored_config`), so
+a directory written before the nesting still resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from eager.core.config import BranchingConfig, EngineConfig, SamplingConfig, split_options
+from eager.errors import EagerError
+from eager.eval.budget import ReallocationConfig
+from eager.eval.datasets import DEFAULT_TEMPLATE, Problem
+from eager.eval.methods import EVAL_METHODS, INIT_METHOD, REALLOCATION_METHODS, TREE_METHODS
+from eager.models import DEFAULT_MODEL
+
+
+def _as_tuple(value: Any, what: str) -> tuple:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, int):
+        return (value,)
+    try:
+        return tuple(value)
+    except TypeError:
+        raise EagerError(f"{what} must be a list, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One evaluation run; every check raises :class:`EagerError`.
+
+    Attributes:
+        out_dir: where records, config.json and the report go.
+        dataset: a registry name (see ``eager.eval.datasets.DATASETS``), a .jsonl path
+            or ``hf:<dataset id>[:<config>]``.
+        model: packaged model name, .gguf path or ``openai:`` spec (ignored when a backend is given).
+        methods: any of ``EVAL_METHODS`` (a list or a comma string).
+        M: one or more per-prompt sequence caps (the budget is M per prompt);
+            ``branching.max_sequences`` is replaced by each of them.
+        split, question_field, answer_field, id_field, limit, offset, ids: the
+            problem selection (see ``eager.eval.datasets.load_problems``).
+        template: the user message, with ``{question}``.
+        chat: apply the model's chat template.
+        branching, sampling, engine, reallocation: the nested rule configs.
+        grade_timeout_s: Math-Verify limit per answer.
+    """
+
+    out_dir: str
+    dataset: str
+    model: str = DEFAULT_MODEL
+    methods: tuple[str, ...] = tuple(EVAL_METHODS)
+    M: tuple[int, ...] = (BranchingConfig.max_sequences,)
+    split: str = "test"
+    question_field: str | None = None
+    answer_field: str | None = None
+    id_field: str | None = None
+    limit: int | None = None
+    offset: int = 0
+    ids: tuple[str, ...] | None = None
+    template: str = DEFAULT_TEMPLATE
+    chat: bool = True
+    branching: BranchingConfig = field(default_factory=BranchingConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    reallocation: ReallocationConfig = field(default_factory=ReallocationConfig)
+    grade_timeout_s: float = 5.0
+
+    @classmethod
+    def of(cls, **options: Any) -> "EvalConfig":
+        """An EvalConfig from flat keywords: its own fields and any field of the nested configs."""
+        own = {f.name for f in fields(cls)}
+        mine = {k: v for k, v in options.items() if k in own}
+        rest = {k: v for k, v in options.items() if k not in own}
+        b, s, e, r = split_options(rest, BranchingConfig, SamplingConfig, EngineConfig, ReallocationConfig)
+        return cls(
+            **mine,
+            branching=replace(mine.get("branching", BranchingConfig()), **b),
+            sampling=replace(mine.get("sampling", SamplingConfig()), **s),
+            engine=replace(mine.get("engine", EngineConfig()), **e),
+            reallocation=replace(mine.get("reallocation", ReallocationConfig()), **r),
+        )
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "out_dir", str(self.out_dir))
+        set_(self, "methods", self._checked_methods())
+        set_(self, "M", self._checked_budgets())
+        if self.ids is not None:
+            set_(self, "ids", tuple(str(i) for i in _as_tuple(self.ids, "ids")))
+        if "{question}" not in self.template:
+            raise EagerError("the prompt template must contain the placeholder {question}")
+        if not self.grade_timeout_s > 0:
+            raise EagerError(f"grade_timeout_s must be > 0 s, got {self.grade_timeout_s}")
+        if self.sampling.max_tokens >= self.engine.ctx:
+            raise EagerError(f"max_tokens {self.sampling.max_tokens} does not fit in the context of {self.engine.ctx} tokens; lower max_tokens or raise ctx")
+
+    def _checked_methods(self) -> tuple[str, ...]:
+        methods = _as_tuple(self.methods, "methods")
+        if not methods:
+            raise EagerError(f"no method given; choose from {', '.join(EVAL_METHODS)}")
+        for method in methods:
+            if method not in EVAL_METHODS:
+                raise EagerError(f"unknown method {method!r}; valid methods: {', '.join(EVAL_METHODS)}")
+        return tuple(dict.fromkeys(methods))
+
+    def _checked_budgets(self) -> tuple[int, ...]:
+        values = _as_tuple(self.M, "M")
+        if not values:
+            raise EagerError("give at least one M (sequences per prompt)")
+        budgets = []
+        for value in values:
+            try:
+                budgets.append(int(value))
+            except (TypeError, ValueError):
+                raise EagerError(f"M must be integers like 4,8,16, got {value!r}") from None
+            if budgets[-1] < 1 or budgets[-1] != float(value):
+                raise EagerError(f"M must be integers >= 1, got {value!r}")
+        return tuple(sorted(set(budgets)))
+
+    def branching_at(self, M: int) -> BranchingConfig:
+        return replace(self.branching, max_sequences=M)
+
+    @property
+    def tree_methods(self) -> tuple[str, ...]:
+        """Methods whose trees the engine grows first: eager-init whenever any EAGER method is asked for."""
+        wanted = set(self.methods)
+        if wanted & set(REALLOCATION_METHODS):
+            wanted.add(INIT_METHOD)
+        return tuple(m for m in TREE_METHODS if m in wanted)
+
+    @property
+    def reallocation_methods(self) -> tuple[str, ...]:
+        return tuple(m for m in REALLOCATION_METHODS if m in self.methods)
+
+
+# Fields that do not change a record: they may differ between a run and its resumption.
+RUNTIME_FIELDS = ("out_dir", "methods", "grade_timeout_s", "engine")
+# Nested configs stored flat in config.json; M replaces branching's max_sequences.
+FLAT_FIELDS = ("branching", "sampling", "reallocation")
+
+
+def stored_config(config: EvalConfig, problems: Sequence[Problem], verifier_label: str) -> dict[str, Any]:
+    """What config.json holds: every field that shapes the records, and what was selected."""
+    stored: dict[str, Any] = {}
+    for f in fields(config):
+        if f.name in RUNTIME_FIELDS:
+            continue
+        value = getattr(config, f.name)
+        if f.name in FLAT_FIELDS:
+            stored.update({g.name: getattr(value, g.name) for g in fields(value) if g.name != "max_sequences"})
+        else:
+            stored[f.name] = value
+    stored["M"] = list(config.M)
+    stored["ids"] = sorted(config.ids) if config.ids is not None else None
+    if Path(config.dataset).is_file():  # one file, however its path is spelled
+        stored["dataset"] = str(Path(config.dataset).resolve())
+    stored["n_problems"] = len(problems)
+    stored["problems_sha256"] = problems_digest(problems)
+    stored["verifier"] = verifier_label
+    return stored
+
+
+def problems_digest(problems: Sequence[Problem]) -> str:
+    payload = json.dumps([[p.id, p.question, p.gold] for p in problems], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]

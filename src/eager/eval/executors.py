@@ -1,0 +1,124 @@
+"""Executors: where an evaluation's trees grow.
+
+An executor takes :class:`~eager.core.tree.TreeRequest` objects (prompts as
+text; each tree keyed for its sampling) and yields (position, result) as
+each tree finishes. :class:`LocalExecutor` runs the engine on a backend in
+this process, :class:`RemoteExecutor` drives an OpenAI-compatible server,
+and ``eager.eval.distributed.RayExecutor`` shards requests over Ray workers,
+each with its own executor opened by the same :func:`open_executor`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Protocol, Sequence
+
+from eager.api import DEFAULT_BACKEND_SEQUENCES, load_backend
+from eager.backends.base import Backend
+from eager.core.config import EngineConfig
+from eager.core.results import GenerationResult
+from eager.core.tree import TreeRequest, tokenized
+from eager.engine import Engine, StepStats
+
+StepFn = Callable[[StepStats], None]
+
+
+class Executor(Protocol):
+    """Grows trees: yields (request position, result) as each tree finishes, in any order."""
+
+    @property
+    def max_sequences(self) -> int:
+        """The largest tree (sequences) it can grow."""
+        ...
+
+    def run(self, requests: Sequence[TreeRequest], on_step: StepFn | None = None) -> Iterator[tuple[int, GenerationResult]]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to open a model for growing trees, here or in a Ray worker.
+
+    Attributes:
+        model: packaged model name, .gguf path or ``openai:`` spec.
+        engine: the local engine's context cells, threads and prompts in flight.
+        max_sequences: sequences the backend holds at once.
+    """
+
+    model: str
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    max_sequences: int = DEFAULT_BACKEND_SEQUENCES
+
+
+class LocalExecutor:
+    """The engine over one backend in this process: tokenise, run, detokenise."""
+
+    def __init__(self, backend: Backend, *, max_prompts_in_flight: int | None = None, owns_backend: bool = False) -> None:
+        self.backend = backend
+        self.max_prompts_in_flight = max_prompts_in_flight
+        self.owns_backend = owns_backend
+
+    @property
+    def max_sequences(self) -> int:
+        return self.backend.max_sequences
+
+    def run(self, requests: Sequence[TreeRequest], on_step: StepFn | None = None) -> Iterator[tuple[int, GenerationResult]]:
+        tokens = [tokenized(r, self.backend.tokenizer) for r in requests]
+        engine = Engine(self.backend, max_prompts_in_flight=self.max_prompts_in_flight, on_step=on_step)
+        yield from engine.run(tokens)
+
+    def close(self) -> None:
+        if self.owns_backend:
+            self.backend.close()
+
+
+class RemoteExecutor:
+    """Trees grown on an OpenAI-compatible server (``openai:http://HOST:PORT/v1#name``).
+
+    The server's own prefix cache shares a forked prefix; see docs/remote.md.
+    Results of a batch come back when the batch ends; if the server fails
+    mid-batch, the trees that finished are still yielded (so recorded) before
+    the error is raised.
+    """
+
+    max_sequences = 256
+
+    def __init__(self, server, *, max_concurrency: int = 16) -> None:
+        self.server = server
+        self.max_concurrency = max_concurrency
+
+    def run(self, requests: Sequence[TreeRequest], on_step: StepFn | None = None) -> Iterator[tuple[int, GenerationResult]]:
+        from eager.remote import RemoteGenerationError, generate_remote
+
+        try:
+            results = generate_remote(
+                requests, url=self.server.url, server=self.server, max_concurrency=self.max_concurrency, on_step=on_step
+            )
+        except RemoteGenerationError as e:
+            yield from ((i, r) for i, r in enumerate(e.results) if r is not None)
+            raise
+        yield from enumerate(results)
+
+    def close(self) -> None:
+        return None
+
+
+def open_executor(spec: ModelSpec) -> Executor:
+    """The one way from a model spec to an executor: a local run and every Ray worker call it."""
+    from eager.remote import connect, parse_remote_model
+
+    if remote := parse_remote_model(spec.model):
+        url, served_model = remote
+        return RemoteExecutor(connect(url, served_model))
+    backend = load_backend(spec.model, engine=spec.engine, max_sequences=spec.max_sequences)
+    return LocalExecutor(backend, max_prompts_in_flight=spec.engine.max_prompts_in_flight, owns_backend=True)
+
+
+def absolute_model(model: str) -> str:
+    """A .gguf path made absolute, as workers start elsewhere; anything else as given."""
+    if (os.sep in model or model.endswith(".gguf")) and Path(model).expanduser().is_file():
+        return str(Path(model).expanduser().resolve())
+    return model

@@ -1,0 +1,253 @@
+"""Run directories: graded records, resumable logs, and the stored configuration.
+
+Each finished prompt is one fsynced line in ``<method>.jsonl``; each finished
+extra tree one line in the journal ``.extra-<method>.jsonl``. A restart with
+the same configuration skips what is written and regenerates only what is not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from eager.core.results import GenerationResult, SequenceResult
+from eager.errors import EagerError
+from eager.eval.datasets import Problem
+from eager.eval.grading import extract_answer
+from eager.eval.methods import EVAL_METHODS
+from eager.eval.report import CONFIG_FILE, read_jsonl
+from eager.eval.verify import Verifier
+
+log = logging.getLogger(__name__)
+
+
+def _safe_answer(text: str) -> str | None:
+    try:
+        return extract_answer(text)
+    except Exception as error:
+        log.warning("answer extraction failed (%s: %s)", type(error).__name__, error)
+        return None
+
+
+# -- records ----------------------------------------------------------------------------
+
+
+def graded_sequences(result: GenerationResult, problem: Problem, verify: Verifier) -> list[dict[str, Any]]:
+    """One dict per sequence; "parent" is a position in this list (tree-local)."""
+    return [_graded(seq, problem, verify) for seq in result.sequences]
+
+
+def _graded(seq: SequenceResult, problem: Problem, verify: Verifier) -> dict[str, Any]:
+    return {
+        "text": seq.text,
+        "n_tokens": len(seq.token_ids),
+        "parent": seq.parent,
+        "fork_at": seq.fork_at,
+        "finish_reason": seq.finish_reason,
+        "answer": _safe_answer(seq.text),
+        "correct": verify(problem, seq.text),
+        "round": 0,
+    }
+
+
+def tree_record(method: str, problem: Problem, M: int, result: GenerationResult, verify: Verifier) -> dict[str, Any]:
+    """The record of a parallel or eager-init prompt."""
+    return {
+        "id": problem.id,
+        "question": problem.question,
+        "gold": problem.gold,
+        "method": method,
+        "M": M,
+        "prompt_tokens": result.prompt_tokens,
+        "generated_tokens": result.generated_tokens,
+        "sequence_tokens": result.sequence_tokens,
+        "wall_s": round(result.wall_s, 4),
+        "latency_s": round(result.latency_s, 4),
+        "forks": len(result.forks),
+        "sequences": graded_sequences(result, problem, verify),
+    }
+
+
+def extra_tree_entry(
+    method: str, problem: Problem, M: int, attempt: int, request_theta: float, max_sequences: int,
+    result: GenerationResult, verify: Verifier,
+) -> dict[str, Any]:
+    """A journal line: one finished extra tree of a hard prompt."""
+    return {
+        "id": problem.id,
+        "method": method,
+        "M": M,
+        "attempt": attempt,
+        "theta": request_theta,
+        "max_sequences": max_sequences,
+        "generated_tokens": result.generated_tokens,
+        "sequence_tokens": result.sequence_tokens,
+        "wall_s": round(result.wall_s, 4),
+        "forks": len(result.forks),
+        "sequences": graded_sequences(result, problem, verify),
+    }
+
+
+def merged_record(method: str, init: dict[str, Any], trees: Sequence[dict[str, Any]], extra: int) -> dict[str, Any]:
+    """An eager-adapt / eager record: the init tree's sequences (round 0), then each
+    extra tree's (round = attempt + 1), parents renumbered to positions in the list."""
+    sequences = [dict(s, round=0) for s in init["sequences"]]
+    for tree in trees:
+        offset = len(sequences)
+        for s in tree["sequences"]:
+            parent = None if s["parent"] is None else s["parent"] + offset
+            sequences.append(dict(s, parent=parent, round=tree["attempt"] + 1))
+    parts = [init, *trees]
+    return {
+        "id": init["id"],
+        "question": init["question"],
+        "gold": init["gold"],
+        "method": method,
+        "M": init["M"],
+        "prompt_tokens": init["prompt_tokens"],
+        "generated_tokens": sum(p["generated_tokens"] for p in parts),
+        "sequence_tokens": sum(p["sequence_tokens"] for p in parts),
+        "wall_s": round(sum(p["wall_s"] for p in parts), 4),
+        "forks": sum(p["forks"] for p in parts),
+        "extra": extra,
+        "rounds": len(trees),
+        "sequences": sequences,
+    }
+
+
+# -- files ------------------------------------------------------------------------------
+
+
+def prepare_out_dir(path: Path) -> Path:
+    """Create the output folder and prove it is writable, before any model loads."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise EagerError(f"cannot write to output directory {path}: {error.strerror or error}") from None
+    return path
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_or_write_config(out: Path, stored: dict[str, Any], methods: Sequence[str]) -> None:
+    """Refuse a directory that holds another run; record this run's methods with the old ones."""
+    path = out / CONFIG_FILE
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise EagerError(f"cannot read {path}: {error}") from None
+        differ = [key for key in sorted(set(stored) | set(previous)) if key != "methods" and previous.get(key) != stored.get(key)]
+        if differ:
+            shown = ", ".join(f"{k} ({_short(previous.get(k))} -> {_short(stored.get(k))})" for k in differ)
+            raise EagerError(f"{out} holds a run with a different configuration: {shown}; use another --out")
+        known = previous.get("methods", [])
+    else:
+        if any(out.glob("*.jsonl")):
+            raise EagerError(f"{out} holds records but no {CONFIG_FILE}; use another --out")
+        known = []
+    union = [m for m in EVAL_METHODS if m in known or m in methods]
+    if path.exists() and union == known:
+        return
+    _write_atomic(path, json.dumps({**stored, "methods": union}, indent=2, ensure_ascii=False) + "\n")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """A crash can leave the last line half-written: cut it so appends start on a fresh line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    keep = data.rfind(b"\n") + 1
+    log.warning("%s: dropping a truncated last line (%d bytes) left by an interrupted run", path, len(data) - keep)
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class RecordLog:
+    """An append-only JSON-lines file: one fsynced line per finished unit of work.
+
+    Subclasses index what they need from the lines already there (``_index``),
+    at open and after every append.
+    """
+
+    def __init__(self, path: Path) -> None:
+        _drop_torn_tail(path)
+        self.path = path
+        self._file = None
+        for entry in read_jsonl(path) if path.exists() else []:
+            self._index(entry)
+
+    def _index(self, entry: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def append(self, entry: dict[str, Any]) -> None:
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8")
+        self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._index(entry)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class MethodRecords(RecordLog):
+    """``<method>.jsonl``: which (problem id, M) are done; the records themselves only
+    when ``keep`` (eager-init's, which the reallocation methods build on)."""
+
+    def __init__(self, path: Path, *, keep: bool = False) -> None:
+        self.keep = keep
+        self.done: set[tuple[str, int]] = set()
+        self.by_key: dict[tuple[str, int], dict[str, Any]] = {}
+        super().__init__(path)
+
+    def _index(self, entry: dict[str, Any]) -> None:
+        key = (str(entry["id"]), int(entry["M"]))
+        self.done.add(key)
+        if self.keep:
+            self.by_key.setdefault(key, entry)
+
+    def has(self, problem: Problem, M: int) -> bool:
+        return (problem.id, M) in self.done
+
+
+class ExtraJournal(RecordLog):
+    """``.extra-<method>.jsonl``: the extra trees of hard prompts, in attempt order."""
+
+    def __init__(self, path: Path) -> None:
+        self.trees: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        super().__init__(path)
+
+    def _index(self, entry: dict[str, Any]) -> None:
+        trees = self.trees.setdefault((str(entry["id"]), int(entry["M"])), [])
+        if entry["attempt"] == len(trees):  # anything else repeats a tree already kept
+            trees.append(entry)
+
+    def of(self, problem: Problem, M: int) -> list[dict[str, Any]]:
+        return self.trees.get((problem.id, M), [])
+
