@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from eager.bench import HEADLINE_KEYS, BenchConfig, add_bench_parser, measure_transformers
+from eager.bench import HEADLINE_KEYS, BenchConfig, measure_transformers
+from eager.cli.bench import add_parser
 from eager.errors import EagerError
 
 SCALING_KEYS = {"prompts", "sequences", "tokens", "seconds", "tokens_per_s", "kv_cells", "kv_mib"}
@@ -16,7 +17,7 @@ SCALING_KEYS = {"prompts", "sequences", "tokens", "seconds", "tokens_per_s", "kv
 
 def bench_args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="eager")
-    add_bench_parser(parser.add_subparsers(dest="command"))
+    add_parser(parser.add_subparsers(dest="command"))
     return parser.parse_args(["bench", *argv])
 
 
@@ -55,7 +56,7 @@ def test_quick_bench_writes_every_key_as_a_finite_number(tmp_path, capsys):
         (["--out", "x.txt"], "--out must name a .json file"),
         (["--out", "/nonexistent/dir/b.json"], "no such directory"),
         (["--out", "{tmp}/b.json", "-M", "1"], "bench needs M >= 2"),
-        (["--out", "{tmp}/b.json", "--threads", "0"], "--threads must be >= 1"),
+        (["--out", "{tmp}/b.json", "--threads", "0"], "^threads must be >= 1"),
         (["--out", "{tmp}/b.json", "--model", "gpt-9"], "unknown model 'gpt-9'"),
     ],
 )

@@ -78,10 +78,10 @@ def test_dynamic_threshold_is_the_running_p99_of_earlier_steps():
 
 def test_effective_theta_never_drops_below_theta():
     from eager.core.config import BranchingConfig, SamplingConfig
-    from eager.core.tree import Request, Tree
     from eager.core.brancher import EagerInit
+    from eager.core.tree import Tree, TreeRequest
 
-    tree = Tree(Request((1,), EagerInit(), BranchingConfig(theta=2.0), SamplingConfig()), markers=[])
+    tree = Tree(TreeRequest("x", "eager-init", BranchingConfig(theta=2.0), SamplingConfig(), prompt_ids=(1,)), EagerInit())
     assert tree.effective_theta() == 2.0
     tree.record_entropies([0.1] * 300)
     assert tree.effective_theta() == 2.0
@@ -240,7 +240,7 @@ def test_wall_shares_add_up_to_no_more_than_the_run():
         ({"max_tokens": 5000}, "exceeds the context"),
         ({"prompts": [" "]}, "prompt 0 is empty"),
         ({"temperature": -1}, "temperature must be >= 0"),
-        ({"top_p": 0}, "top-p must be in (0, 1]"),
+        ({"top_p": 0}, "top_p must be in (0, 1]"),
         ({"entropy": "renyi"}, "unknown entropy mode"),
     ],
 )

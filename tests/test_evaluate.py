@@ -18,7 +18,9 @@ from eager.backends.mock import MockBackend
 from eager.eval.budget import adapt_plan, full_plan, retry_theta
 from eager.cli import main
 from eager.errors import EagerError
-from eager.eval.runner import METHODS, EvalConfig, Progress, run_eval
+from eager.eval import EVAL_METHODS, EvalConfig, Progress, run_eval
+
+METHODS = tuple(EVAL_METHODS)
 from eager.eval.metrics import summarize
 from eager.eval.report import write_report
 
@@ -45,7 +47,7 @@ def make_config(tmp_path: Path, dataset: Path, out: str = "out", **overrides) ->
         max_tokens=40, template="{question}",
     )
     settings.update(overrides)
-    return EvalConfig(**settings)
+    return EvalConfig.of(**settings)
 
 
 def evaluate(config: EvalConfig, verifier=contains_q, on_progress=None) -> dict:
@@ -335,9 +337,9 @@ def test_a_method_can_be_added_to_an_existing_dir(tmp_path, dataset):
     [
         ({"methods": "parallel,eagr"}, ["eagr", "parallel, eager-init, eager-adapt, eager"]),
         ({"M": (4, 0)}, ["M"]),
-        ({"retry_decay": 1.5}, ["retry-decay"]),
+        ({"retry_decay": 1.5}, ["retry_decay"]),
         ({"template": "no placeholder"}, ["{question}"]),
-        ({"max_tokens": 5000, "ctx": 4096}, ["max-tokens"]),
+        ({"max_tokens": 5000, "ctx": 4096}, ["max_tokens"]),
     ],
 )
 def test_eval_config_rejects_bad_values_with_one_line(tmp_path, dataset, overrides, words):

@@ -24,7 +24,11 @@ from eager.cli import main
 from eager.core.config import BranchingConfig, SamplingConfig
 from eager.eval.distributed import RAY_VERSION, RayOptions, deal_by_prompt
 from eager.errors import EagerError
-from eager.eval.runner import METHODS, EvalConfig, LocalExecutor, Progress, TreeTask, run_eval
+from eager.core.tree import TreeRequest
+from eager.eval import EVAL_METHODS, EvalConfig, Progress, run_eval
+from eager.eval.executors import LocalExecutor
+
+METHODS = tuple(EVAL_METHODS)
 
 N_PROBLEMS = 8
 TIMING = ("wall_s", "latency_s")
@@ -43,7 +47,7 @@ def make_config(tmp_path: Path, dataset: Path, out: str, **overrides) -> EvalCon
         max_tokens=40, template="{question}",
     )
     settings.update(overrides)
-    return EvalConfig(**settings)
+    return EvalConfig.of(**settings)
 
 
 def lines(path: Path) -> list[dict]:
@@ -171,7 +175,7 @@ def ray_options(open_worker=open_mock, **overrides) -> RayOptions:
 
 def test_prompts_are_dealt_round_robin_and_a_prompts_trees_share_a_shard():
     branching, sampling = BranchingConfig(max_sequences=4), SamplingConfig()
-    tasks = [TreeTask(f"q{p}", method, branching, sampling, True, (p, phase)) for phase, method in enumerate(("parallel", "eager-init")) for p in range(5)]
+    tasks = [TreeRequest(f"q{p}", method, branching, sampling, key=(p, phase)) for phase, method in enumerate(("parallel", "eager-init")) for p in range(5)]
     shards = deal_by_prompt(tasks, 2)
     assert [sorted({t.prompt for _, t in shard}) for shard in shards] == [["q0", "q2", "q4"], ["q1", "q3"]]
     assert sorted(position for shard in shards for position, _ in shard) == list(range(len(tasks)))

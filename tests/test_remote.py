@@ -12,6 +12,7 @@ Two kinds of server, both on 127.0.0.1 and stopped by their fixtures:
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 import socket
 import subprocess
@@ -27,6 +28,7 @@ import pytest
 
 from eager.backends.base import StepItem
 from eager.core.config import BranchingConfig, SamplingConfig
+from eager.core.tree import tree_requests
 from eager.core.entropy import entropy_from_logprobs, topk_entropy
 from eager.errors import EagerError
 from eager.remote import (
@@ -239,7 +241,8 @@ def run_fake(url: str, *, M: int = 4, theta: float = 1.0, max_tokens: int = 12, 
     )
     sampling = SamplingConfig(max_tokens=max_tokens, seed=kw.pop("seed", 0))
     kw.setdefault("max_concurrency", 1)
-    return generate_remote(list(prompts), url=url, method=method, branching=branching, sampling=sampling, chat=False, backoff_s=0.01, **kw)
+    requests = tree_requests(list(prompts), method=method, branching=branching, sampling=sampling, chat=False)
+    return generate_remote(requests, url=url, backoff_s=0.01, **kw)
 
 
 def own_tokens(result) -> int:
@@ -473,7 +476,7 @@ def test_full_vocabulary_entropy_is_refused_for_remote_servers(fake_server):
     _, url = fake_server()
     branching = BranchingConfig(entropy="full")
     with pytest.raises(EagerError, match="top-K logprobs only"):
-        generate_remote(["p"], url=url, branching=branching, sampling=SamplingConfig(), chat=False)
+        generate_remote(tree_requests(["p"], method="eager-init", branching=branching, sampling=SamplingConfig(), chat=False), url=url)
 
 
 # -- llama-cpp-python's real server with SmolLM2 ------------------------------------
@@ -496,7 +499,7 @@ def llama_server():
     port = _free_port()
     log = tempfile.TemporaryFile()
     cmd = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "smollm2",
+        sys.executable, str(Path(__file__).parent / "serve_llama_cpp_python.py"), "--model", str(model), "--model_alias", "smollm2",
         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1",
         "--interrupt_requests", "False", "--verbose", "False",
         "--flash_attn", "True",  # as the local engine's context: the same numerics, the same entropies
@@ -530,7 +533,8 @@ def llama_server():
 def run_real(url: str, *, method: str = "eager-init", M: int = 4, theta: float = 1.0, max_tokens: int = 40, seed: int = 1, **kw):
     branching = BranchingConfig(max_sequences=M, theta=theta)
     sampling = SamplingConfig(max_tokens=max_tokens, seed=seed)
-    return generate_remote([SMOL_PROMPT], url=url, method=method, branching=branching, sampling=sampling, chat=False, **kw)
+    requests = tree_requests([SMOL_PROMPT], method=method, branching=branching, sampling=sampling, chat=False)
+    return generate_remote(requests, url=url, **kw)
 
 
 def test_real_server_eager_init_forks_above_theta_caps_M_and_counts_tokens(llama_server):
@@ -592,7 +596,7 @@ def test_real_server_unknown_model_name_is_a_clear_error(llama_server):
 
 def test_real_server_without_a_chat_template_endpoint_asks_for_a_raw_prompt(llama_server):
     with pytest.raises(EagerError, match="chat template over HTTP.*--raw-prompt"):
-        generate_remote(["hi"], url=llama_server, branching=BranchingConfig(), sampling=SamplingConfig(max_tokens=4), chat=True)
+        generate_remote(tree_requests(["hi"], method="eager-init", branching=BranchingConfig(), sampling=SamplingConfig(max_tokens=4), chat=True), url=llama_server)
 
 
 def test_real_server_is_probed_once_and_limits_itself_to_one_request(llama_server):

@@ -39,6 +39,13 @@ def _init_llama_backend() -> None:
     lib.llama_backend_init()
 
 
+def init_llama():
+    """llama-cpp-python, ready for its low-level API: llama.cpp's backend initialised
+    once per process and its logs silenced (unless EAGER_LLAMA_LOG is set)."""
+    _init_llama_backend()
+    return _llama()
+
+
 def _silence_llama_logs(lib) -> None:
     """Route llama.cpp's chatter to nowhere unless EAGER_LLAMA_LOG is set."""
     if os.environ.get("EAGER_LLAMA_LOG"):

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from eager.cli import evaluate, generate
+from eager.cli import bench, evaluate, generate
 from eager.cli.options import flag_names, flagged
 from eager.errors import EagerError
 
@@ -26,10 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list the packaged models")
     models.add_argument("--json", action="store_true", help="print JSON")
     models.set_defaults(func=cmd_models)
-
-    from eager.bench import add_bench_parser
-
-    add_bench_parser(sub)
+    bench.add_parser(sub)
     return parser
 
 
