@@ -39,6 +39,15 @@ def llama_server_path() -> Path | None:
     return path if path.is_file() and os.access(path, os.X_OK) else None
 
 
+def cpu_has_amx() -> bool:
+    """Whether /proc/cpuinfo lists amx_tile (the rule src/eager/backends/llama.py uses)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return any(line.startswith("flags") and " amx_tile" in line for line in f)
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -64,11 +73,18 @@ def server_args(
       reports it as ``total_slots``).
     * ``--no-warmup``: skip the empty warm-up decode (faster start).
     * ``--no-webui``: the binary has no UI assets anyway.
+    * ``--no-repack`` on CPUs with AMX (unless ``EAGER_EXTRA_BUFTS=1``): the
+      binary is built with ``-march=native``, and ggml's AMX weight buffers
+      crash the first decode (SIGSEGV in ``ggml_backend_amx_mul_mat``) on
+      such CPUs in a sandbox. It is the server's spelling of
+      ``use_extra_bufts = False``, which the in-process backend sets under the
+      same rule, so both run the same CPU kernels.
     Nothing else is needed for the endpoints the tests use: ``logprobs`` /
     ``n_probs``, ``/tokenize``, ``/detokenize``, ``/apply-template`` (jinja
     templates are on by default), ``/props`` (GET) and the prompt cache
     (``cache_prompt`` defaults to true) all work with the defaults.
     """
+    repack = ["--no-repack"] if cpu_has_amx() and os.environ.get("EAGER_EXTRA_BUFTS") != "1" else []
     return [
         str(binary),
         "--host", "127.0.0.1",
@@ -79,6 +95,7 @@ def server_args(
         "--kv-unified",
         "--no-warmup",
         "--no-webui",
+        *repack,
         *extra_args,
     ]
 

@@ -97,7 +97,7 @@ def test_cli_ray_eval_on_smollm2_writes_the_records_of_a_local_run(tmp_path, cap
 
 
 def open_mock(spec):
-    return LocalExecutor(MockBackend(), max_prompts_in_flight=spec.max_prompts_in_flight)
+    return LocalExecutor(MockBackend(), max_prompts_in_flight=spec.engine.max_prompts_in_flight)
 
 
 class LoggingExecutor:
