@@ -4,7 +4,8 @@ from eager.api import generate, load_backend
 from eager.core.config import BranchingConfig, EngineConfig, SamplingConfig
 from eager.core.results import GenerationResult, SequenceResult
 from eager.core.tree import ForkEvent, TreeRequest
-from eager.engine import Engine, StepStats
+from eager.core.results import StepStats
+from eager.engine import Engine
 from eager.errors import EagerError
 from eager.models import MODELS, resolve_model
 

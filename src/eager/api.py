@@ -20,7 +20,8 @@ from eager.core.config import BranchingConfig, EngineConfig, SamplingConfig, bui
 from eager.core.results import GenerationResult
 from eager.core.tree import TreeRequest, tokenized, tree_requests
 from eager.core.brancher import get_method
-from eager.engine import Engine, StepStats
+from eager.core.results import StepStats
+from eager.engine import Engine
 from eager.errors import EagerError
 from eager.models import DEFAULT_MODEL, resolve_model
 from eager.remote import generate_remote, parse_remote_model

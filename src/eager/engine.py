@@ -25,22 +25,10 @@ import numpy as np
 from eager.backends.base import Backend, CacheFull, StepItem
 from eager.core import brancher
 from eager.core.entropy import batch_entropy
-from eager.core.results import GenerationResult, result_of
+from eager.core.results import GenerationResult, StepStats, result_of
 from eager.core.sampling import sample, top_two
 from eager.core.tree import Branch, Status, Tree, TreeRequest
 from eager.errors import EagerError
-
-
-@dataclass(frozen=True)
-class StepStats:
-    """What a progress display needs after each step."""
-
-    steps: int
-    prompts_done: int
-    prompts_in_flight: int
-    live_branches: int
-    generated_tokens: int
-    elapsed_s: float
 
 
 @dataclass

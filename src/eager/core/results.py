@@ -84,3 +84,15 @@ def result_of(tree: Tree, decode) -> GenerationResult:
         wall_s=tree.compute_s,
         latency_s=tree.finished_at - tree.started_at,
     )
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """What a progress display needs after each step."""
+
+    steps: int
+    prompts_done: int
+    prompts_in_flight: int
+    live_branches: int
+    generated_tokens: int
+    elapsed_s: float

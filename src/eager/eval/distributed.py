@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
-from eager.engine import StepStats
+from eager.core.results import StepStats
 from eager.errors import EagerError
 from eager.core.tree import TreeRequest
 from eager.eval.executors import Executor, ModelSpec, StepFn, open_executor

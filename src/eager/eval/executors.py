@@ -20,7 +20,8 @@ from eager.backends.base import Backend
 from eager.core.config import EngineConfig
 from eager.core.results import GenerationResult
 from eager.core.tree import TreeRequest, tokenized
-from eager.engine import Engine, StepStats
+from eager.core.results import StepStats
+from eager.engine import Engine
 
 StepFn = Callable[[StepStats], None]
 

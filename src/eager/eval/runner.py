@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from eager.backends.base import Backend
 from eager.core.results import GenerationResult
 from eager.core.tree import TreeRequest
-from eager.engine import StepStats
+from eager.core.results import StepStats
 from eager.errors import EagerError
 from eager.eval.budget import retry_theta
 from eager.eval.config import EvalConfig, stored_config
