@@ -108,22 +108,23 @@ def test_plans_reject_m_below_one():
         adapt_plan([1], M=0)
 
 
-def test_retry_theta_first_extra_tree_keeps_theta():
-    assert retry_theta(2.5, 0, at_cap=False) == 2.5
+def test_retry_theta_below_cap_lowers_theta_on_the_first_try_already():
+    assert retry_theta(2.5, 0, at_cap=False) == pytest.approx(2.0)
 
 
-def test_retry_theta_below_cap_decays_by_point_eight_then_also_point_nine_from_third_try():
-    values = [retry_theta(2.5, attempt, at_cap=False) for attempt in range(4)]
-    assert values == pytest.approx([2.5, 2.0, 2.5 * 0.8**2 * 0.9, 2.5 * 0.8**3 * 0.9**2])
-    assert values == pytest.approx([2.5, 2.0, 1.44, 1.0368])
+def test_retry_theta_below_cap_follows_the_reference_schedule():
+    # try 1, 2, 3, 4: x0.8 each try, and x0.9 more each try from the third on
+    values = [retry_theta(1.0, attempt, at_cap=False) for attempt in range(4)]
+    assert values == pytest.approx([0.8, 0.64, 0.4608, 0.331776])
 
 
-def test_retry_theta_at_cap_keeps_theta_on_every_attempt():
-    assert [retry_theta(2.4, attempt, at_cap=True) for attempt in range(5)] == [2.4] * 5
+def test_retry_theta_at_cap_keeps_theta_twice_then_uses_point_nine_theta():
+    assert [retry_theta(2.4, attempt, at_cap=True) for attempt in range(5)] == pytest.approx([2.4, 2.4, 2.16, 2.16, 2.16])
 
 
 def test_retry_theta_custom_decays():
-    assert retry_theta(1.0, 2, at_cap=False, decay=0.5, late_decay=0.5) == pytest.approx(0.125)
+    assert retry_theta(1.0, 2, at_cap=False, decay=0.5, late_decay=0.5) == pytest.approx(0.5**3 * 0.5)
+    assert retry_theta(1.0, 3, at_cap=True, late_decay=0.5) == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize(

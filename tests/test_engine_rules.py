@@ -135,10 +135,10 @@ def test_no_fork_after_the_end_of_thinking_marker():
             return peaked(THINK_END_ID)
         return peaked(EOG_ID) if position >= 20 else flat_with_order()
 
-    _, with_marker = run(prompts=[prompt], backend=MockBackend(VOCAB, logits_fn=logits), theta=1.0, M=4)
+    _, with_marker = run(prompts=[prompt], backend=MockBackend(VOCAB, logits_fn=logits), theta=1.0, M=4, dynamic_theta=False)
     assert with_marker[0].forks == []
     assert with_marker[0].sequences[0].token_ids[0] == THINK_END_ID
-    _, without = run(prompts=[prompt], backend=MockBackend(VOCAB, logits_fn=logits), theta=1.0, M=4, end_of_thinking="")
+    _, without = run(prompts=[prompt], backend=MockBackend(VOCAB, logits_fn=logits), theta=1.0, M=4, end_of_thinking="", dynamic_theta=False)
     assert len(without[0].forks) == 3
 
 
@@ -271,3 +271,48 @@ def test_a_tight_cache_never_cuts_a_prompt_because_of_its_neighbours():
     assert [s.token_ids for s in crowded[0].sequences] == [s.token_ids for s in alone[0].sequences]
     assert max(backend.batch_sizes) > 2  # still more than one prompt in flight when they fit
     assert all(s.finish_reason == "stop" for r in crowded for s in r.sequences)
+
+
+# -- the order of checks within one step, as the reference code does it --------------------
+
+
+def flat_with_top(token: int, vocab: int = VOCAB) -> np.ndarray:
+    """Near-uniform (high entropy) with ``token`` the most probable."""
+    row = flat_with_order(vocab)
+    row[token] = row.max() + 0.05
+    return row
+
+
+def test_a_branch_that_samples_end_of_generation_finishes_without_a_fork():
+    # greedy: the sampled token is the top-1, here EOG, at a high-entropy step
+    backend = MockBackend(VOCAB, logits_fn=lambda history: flat_with_top(EOG_ID))
+    _, results = run(prompts=["x"], backend=backend, theta=0.5, M=4, temperature=0.0)
+    assert results[0].forks == []
+    assert [(s.token_ids, s.finish_reason) for s in results[0].sequences] == [([], "stop")]
+
+
+def test_the_token_just_sampled_counts_for_the_end_of_thinking_check():
+    prompt = "x"
+
+    def logits(history):
+        position = len(history) - len(prompt)
+        return flat_with_top(THINK_END_ID) if position == 0 else (peaked(EOG_ID) if position >= 10 else flat_with_order())
+
+    _, results = run(prompts=[prompt], backend=MockBackend(VOCAB, logits_fn=logits), theta=0.5, M=4, temperature=0.0, dynamic_theta=False)
+    assert results[0].forks == []  # step 0 sampled "</think>": no fork there, and none after it
+    assert results[0].sequences[0].token_ids[0] == THINK_END_ID
+
+
+def test_a_forks_entropy_enters_the_history_for_the_parent_and_the_child():
+    # every step after the first is equally uncertain: after one fork the history holds
+    # [low, H, H], so its P99 is H and no later step (entropy H) clears theta_eff
+    prompt = "x"
+
+    def logits(history):
+        position = len(history) - len(prompt)
+        return peaked(9) if position == 0 else (peaked(EOG_ID) if position >= 20 else flat_with_order())
+
+    _, results = run(prompts=[prompt], backend=MockBackend(VOCAB, logits_fn=logits), theta=1.0, M=4, end_of_thinking="")
+    assert len(results[0].forks) == 1
+    _, fixed = run(prompts=[prompt], backend=MockBackend(VOCAB, logits_fn=logits), theta=1.0, M=4, end_of_thinking="", dynamic_theta=False)
+    assert len(fixed[0].forks) == 3

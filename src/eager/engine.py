@@ -60,8 +60,8 @@ class _EngineDriver:
     def is_end(self, token: int) -> bool:
         return token in self.eog_ids
 
-    def ends_thinking(self, tree: Tree, branch: Branch) -> bool:
-        return tree.ends_thinking(branch.token_ids)
+    def ends_thinking(self, tree: Tree, branch: Branch, token: int) -> bool:
+        return tree.ends_thinking([*branch.token_ids[-tree.longest_marker :], token])
 
     def release(self, branch: Branch) -> None:
         if branch.seq is not None:

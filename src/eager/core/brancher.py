@@ -6,15 +6,23 @@ token. Neither restates a rule; they differ only in how they supply a row
 (:class:`Row`: the entropy, the token plain sampling gives, the top two) and
 in the side effects of a fork or a finish (:class:`Driver`).
 
-The rules (shared/EAGER.md):
+The rules, in the order the authors' reference code applies them within one
+step (shared/EAGER.md):
 
 * theta_eff = max(theta, P99 of the tree's earlier entropies) when dynamic;
-* a branch forks when its entropy exceeds theta_eff, the tree has fewer than
-  M sequences, the window is open (fewer than W steps of the tree in a row
-  without a fork) and the branch has not passed its end-of-thinking marker;
-  the parent goes on with the top-1 token, a new child with the top-2 token;
-* otherwise the branch takes the sampled token; an end-of-generation token
-  finishes it ("stop"), reaching max tokens finishes it ("length").
+* every branch first samples its token; one that sampled end-of-generation
+  finishes ("stop") with no fork check;
+* otherwise it forks when its entropy exceeds theta_eff, the tree has fewer
+  than M sequences (branches are taken in order, so within a step only as
+  many fork as the cap still allows), the window is open (fewer than W steps
+  of the tree in a row without a fork) and it has not passed its
+  end-of-thinking marker, the token just sampled included; the sampled token
+  is then replaced: the parent goes on with the top-1 token, a new child
+  with the top-2 token;
+* otherwise it takes the sampled token; reaching max tokens finishes it ("length");
+* after the step, every entropy of the step enters the tree's history, and a
+  fork's entropy enters it once more for the child (the reference records it
+  for the parent and for the child).
 
 A method is one small object: how many branches a tree starts with, whether
 a branch may fork, and what the tree remembers after a step.
@@ -54,8 +62,8 @@ class Driver(Protocol):
         """Whether ``token`` ends generation."""
         ...
 
-    def ends_thinking(self, tree: Tree, branch: Branch) -> bool:
-        """Whether the branch's tokens so far end with the end-of-thinking marker."""
+    def ends_thinking(self, tree: Tree, branch: Branch, token: int) -> bool:
+        """Whether the branch's tokens followed by ``token`` end with the end-of-thinking marker."""
         ...
 
     def release(self, branch: Branch) -> None:
@@ -129,28 +137,36 @@ def threshold_for(tree: Tree, entropies: Sequence[float]) -> float:
 
 
 def advance(tree: Tree, rows: Sequence[Row], driver: Driver) -> None:
-    """One step of a tree: every row's branch forks or takes its sampled token.
+    """One step of a tree: every row's branch samples, then forks or keeps its token.
 
     All rows belong to ``tree`` and are at the same step (their branches'
-    completion position). Within a step, branches are taken in order, so
-    only as many fork as the cap M still allows.
+    completion position).
     """
     if not rows:
         return
     method = tree.method
     entropies = [row.entropy for row in rows]
     threshold = threshold_for(tree, entropies)
+    fork_entropies = []
     for row in rows:
         branch, h = row.branch, row.entropy
-        step = len(branch.token_ids)
-        if method.may_fork(tree, branch, h, threshold, step):
+        token = row.sample()
+        if driver.is_end(token):
+            finish(branch, "stop", driver)
+        elif method.may_fork(tree, branch, h, threshold, len(branch.token_ids)) and not _thinks_past(tree, branch, token, driver):
             first, second = row.top_two()
             child = tree.fork(branch, h, threshold, seq=driver.fork_sequence(branch))
             append(tree, branch, first, h, driver)
             append(tree, child, second, h, driver)
+            fork_entropies.append(h)
         else:
-            append(tree, branch, row.sample(), h, driver)
-    method.after_step(tree, entropies)
+            append(tree, branch, token, h, driver)
+    method.after_step(tree, entropies + fork_entropies)
+
+
+def _thinks_past(tree: Tree, branch: Branch, token: int, driver: Driver) -> bool:
+    """The end-of-thinking check for a fork, with the token just sampled."""
+    return bool(tree.request.branching.end_of_thinking) and driver.ends_thinking(tree, branch, token)
 
 
 def append(tree: Tree, branch: Branch, token: int, h: float, driver: Driver) -> None:
@@ -158,10 +174,10 @@ def append(tree: Tree, branch: Branch, token: int, h: float, driver: Driver) -> 
     if driver.is_end(token):
         finish(branch, "stop", driver)
         return
+    if tree.request.branching.end_of_thinking and not branch.past_end_of_thinking:
+        branch.past_end_of_thinking = driver.ends_thinking(tree, branch, token)
     branch.token_ids.append(token)
     branch.entropies.append(float(h))
-    if tree.request.branching.end_of_thinking and not branch.past_end_of_thinking:
-        branch.past_end_of_thinking = driver.ends_thinking(tree, branch)
     if len(branch.token_ids) >= tree.request.sampling.max_tokens:
         finish(branch, "length", driver)
     else:

@@ -185,6 +185,10 @@ class Tree:
     def ends_thinking(self, token_ids: list[int]) -> bool:
         return any(len(m) <= len(token_ids) and token_ids[-len(m) :] == m for m in self.markers)
 
+    @property
+    def longest_marker(self) -> int:
+        return max((len(m) for m in self.markers), default=0)
+
 
 def tokenized(request: TreeRequest, tokenizer: Any) -> TreeRequest:
     """The request with its prompt's token ids (text at the edge: tokenise as it enters).

@@ -112,17 +112,19 @@ def retry_theta(
     decay: float = ReallocationConfig.retry_decay,
     late_decay: float = ReallocationConfig.retry_late_decay,
 ) -> float:
-    """Entropy threshold for the ``attempt``-th extra tree of a prompt (0 = first).
+    """Entropy threshold for the ``attempt``-th extra tree of a prompt (0 = the first, "try 1").
 
-    Reading of the authors' schedule: a prompt that reached the cap has shown it
-    branches at ``theta``, so it keeps ``theta`` on every attempt. A prompt below the
-    cap (full EAGER) lowers it so the new tree does branch: every retry multiplies
-    by ``decay`` (0.8), and every retry from the third try on (attempt >= 2) by
-    ``late_decay`` (0.9) as well, compounding:
+    As the authors' reference code does it:
 
-        theta_a = theta * decay**a * late_decay**max(0, a - 1)
+    * a prompt whose EAGER-init tree ended below the cap lowers theta on every
+      try, cumulatively: by ``decay`` (0.8) each try, and from the third try on
+      by ``late_decay`` (0.9) as well:
 
-    e.g. theta = 2.5: 2.5, 2.0, 1.44, 1.0368, ...
+          theta_a = theta * decay**(a + 1) * late_decay**max(0, a - 1)
+
+      e.g. 0.8, 0.64, 0.4608, 0.3318, ... times theta;
+    * a prompt at the cap keeps theta on tries 1 and 2 and uses
+      ``late_decay`` x theta from the third try on (not compounding).
     """
     if attempt < 0:
         raise ValueError(f"attempt must be >= 0, got {attempt}")
@@ -131,5 +133,5 @@ def retry_theta(
     if not (0 < decay <= 1 and 0 < late_decay <= 1):
         raise ValueError(f"decay factors must be in (0, 1], got {decay}, {late_decay}")
     if at_cap:
-        return theta
-    return theta * decay**attempt * late_decay ** max(0, attempt - 1)
+        return theta * (late_decay if attempt >= 2 else 1.0)
+    return theta * decay ** (attempt + 1) * late_decay ** max(0, attempt - 1)
