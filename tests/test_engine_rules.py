@@ -198,14 +198,64 @@ def test_prompts_enter_as_others_finish_when_slots_are_scarce():
     assert max(backend.batch_sizes) <= 8 + 1  # live branches plus one prefill chunk
 
 
-def test_a_full_cache_ends_branches_with_length_and_keeps_their_tokens():
+def test_a_full_cache_preempts_and_never_cuts_a_sequence():
+    # 4 branches x 60 tokens need 245 cells; the cache has 70: a lone tree parks branches
     backend = MockBackend(VOCAB, n_ctx=70, logits_fn=lambda h: flat_with_order())
     _, results = run(prompts=["cache"], backend=backend, method="parallel", M=4, max_tokens=60)
-    sequences = results[0].sequences
-    assert len(sequences) == 4
-    assert all(s.finish_reason == "length" for s in sequences)
-    assert any(len(s.token_ids) < 60 for s in sequences)  # cut by the cache, not by max_tokens
-    assert sum(len(s.token_ids) for s in sequences) >= 70 - len("cache") - 4
+    assert [(len(s.token_ids), s.finish_reason) for s in results[0].sequences] == [(60, "length")] * 4
+    assert results[0].preemptions > 0
+    assert backend.cells_in_use == 0
+
+
+def trees_of(results):
+    return [([(s.token_ids, s.parent, s.fork_at, s.finish_reason) for s in r.sequences], r.forks) for r in results]
+
+
+@pytest.mark.parametrize("method", ["parallel", "eager-init"])
+@pytest.mark.parametrize("ctx", [90, 150, 400])
+def test_preempted_trees_are_recomputed_to_the_trees_of_a_large_cache(method, ctx):
+    prompts = ["what is two plus two", "name a colour", "count to five", "abc", "a longer prompt here"]
+    kw = dict(prompts=prompts, method=method, M=8, max_tokens=60, theta=1.0, seed=3)
+    _, big = run(backend=MockBackend(VOCAB, n_ctx=100_000), **kw)
+    small_backend = MockBackend(VOCAB, n_ctx=ctx)
+    _, small = run(backend=small_backend, **kw)
+    assert trees_of(small) == trees_of(big)
+    assert sum(r.preemptions for r in small) > 0 or ctx > 100
+    assert small_backend.cells_in_use == 0 and small_backend.ledger_cells == 0
+
+
+def test_a_lone_branching_tree_parks_branches_and_keeps_its_large_cache_tree():
+    prompt = "abcde"
+
+    def logits(history):  # a fork every 30 steps: 1, 2, 4, 8 branches
+        position = len(history) - len(prompt)
+        return flat_with_order() if position % 30 == 0 else peaked(9 + sum(history) % 7)
+
+    kw = dict(prompts=[prompt], method="eager-init", M=8, max_tokens=100, theta=1.0, dynamic_theta=False, temperature=1.0, seed=1)
+    _, big = run(backend=MockBackend(VOCAB, n_ctx=100_000, logits_fn=logits), **kw)
+    backend = MockBackend(VOCAB, n_ctx=160, logits_fn=logits)
+    _, small = run(backend=backend, **kw)
+    assert len(big[0].sequences) == 8
+    assert trees_of(small) == trees_of(big) and small[0].preemptions > 0
+    assert backend.cells_in_use == 0
+
+
+def test_the_cell_ledger_counts_shared_prefixes_once_like_the_cache():
+    backend = MockBackend(VOCAB, n_ctx=100_000)
+    counts = []
+
+    def on_step(_stats):
+        counts.append((backend.cells_in_use, backend.ledger_cells))
+
+    eager.generate(["count cells", "and more cells"], backend=backend, M=6, theta=1.0, max_tokens=40, on_step=on_step)
+    assert counts and all(cells == ledger for cells, ledger in counts)
+    assert max(c for c, _ in counts) > 0 and backend.cells_in_use == 0
+
+
+def test_a_tree_that_can_never_fit_is_refused_up_front():
+    backend = MockBackend(VOCAB, n_ctx=50)
+    with pytest.raises(eager.EagerError, match="exceeds the context of 50 tokens"):
+        run(prompts=["refused"], backend=backend, max_tokens=60)
 
 
 def test_max_tokens_ends_sequences_with_length():

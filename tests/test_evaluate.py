@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from eager.backends.mock import MockBackend
+from eager.backends.mock import FIRST_TEXT_ID, THINK_END_ID, MockBackend, MockTokenizer
 from eager.eval.budget import adapt_plan, full_plan, retry_theta
 from eager.cli import main
 from eager.errors import EagerError
@@ -26,7 +26,7 @@ from eager.eval.report import write_report
 
 N_PROBLEMS = 8
 RECORD_FIELDS = {"id", "question", "gold", "M", "generated_tokens", "wall_s", "forks", "sequences"}
-SEQUENCE_FIELDS = {"text", "n_tokens", "parent", "fork_at", "finish_reason", "answer", "correct", "round"}
+SEQUENCE_FIELDS = {"text", "n_tokens", "parent", "fork_at", "finish_reason", "answer", "answer_source", "correct", "round"}
 TIMING = ("wall_s", "latency_s")
 
 
@@ -132,6 +132,95 @@ def test_eager_init_trees_are_recorded_but_not_reported_when_only_eager_adapt_is
     assert set(summary["methods"]) == {"eager-adapt"}
     assert len(records(config, "eager-init")) == N_PROBLEMS
     assert not (Path(config.out_dir) / "parallel.jsonl").exists()
+
+
+# -- answers: extraction mode, answer source, Cons@k ----------------------------------------
+
+
+class DigitTokenizer(MockTokenizer):
+    """The mock's tokens written as digits, spaces and letters, so the lenient fallbacks find numbers."""
+
+    ALPHABET = "0123456789 abq"
+
+    def decode(self, token_ids):
+        return "".join("</think>" if t == THINK_END_ID else self.ALPHABET[(t - FIRST_TEXT_ID) % len(self.ALPHABET)] for t in token_ids)
+
+
+def digit_backend() -> MockBackend:
+    backend = MockBackend()
+    backend.tokenizer = DigitTokenizer(backend.vocab_size)
+    return backend
+
+
+def sources(config: EvalConfig, method: str) -> set[str]:
+    return {s["answer_source"] for row in records(config, method) for s in row["sequences"]}
+
+
+def test_records_carry_the_answer_source_and_the_summary_states_the_boxed_default(tmp_path, dataset):
+    config = make_config(tmp_path, dataset, methods="parallel,eager-init")
+    summary = run_eval(config, backend=digit_backend(), verifier=contains_q)
+    out = Path(config.out_dir)
+    assert sources(config, "parallel") == sources(config, "eager-init") == {"none"}  # digits, but no box
+    assert all(s["answer"] is None for row in records(config, "parallel") for s in row["sequences"])
+    assert json.loads((out / "config.json").read_text())["extract"] == "boxed"
+    assert summary["extract"] == "boxed"
+    markdown = (out / "summary.md").read_text()
+    assert "extract = boxed" in markdown and "Cons@k exact" in markdown
+    assert all({"cons_at_k", "cons_at_k_exact"} <= set(row) for row in summary["methods"].values())
+
+
+def test_lenient_extraction_records_fallback_answers_and_says_so(tmp_path, dataset):
+    config = make_config(tmp_path, dataset, methods="parallel,eager", extract="lenient")
+    summary = run_eval(config, backend=digit_backend(), verifier=contains_q)
+    for method in ("parallel", "eager"):
+        assert "fallback" in sources(config, method) and sources(config, method) <= {"fallback", "none"}
+        for row in records(config, method):
+            assert all((s["answer"] is None) == (s["answer_source"] == "none") for s in row["sequences"])
+    assert summary["extract"] == "lenient"
+    assert "extract = lenient" in (Path(config.out_dir) / "summary.md").read_text()
+
+
+def test_the_gold_answer_verifier_grades_under_the_runs_extraction_mode(tmp_path):
+    dataset = tmp_path / "digits.jsonl"
+    # every mock output ends in some digit; gold "7" is found by the last-number fallback only
+    dataset.write_text("".join(json.dumps({"id": f"p{i}", "question": f"q{i}", "answer": str(d)}) + "\n" for i, d in enumerate(range(10))))
+    solved = {}
+    for mode in ("boxed", "lenient"):
+        config = make_config(tmp_path, dataset, out=mode, methods="parallel", extract=mode)
+        summary = run_eval(config, backend=digit_backend())
+        solved[mode] = summary["methods"]["parallel"]["pass_at_k"]
+        for row in records(config, "parallel"):
+            for s in row["sequences"]:
+                assert s["correct"] == (s["answer_source"] == "fallback" and s["answer"] == row["gold"])
+    assert solved["boxed"] == 0.0 < solved["lenient"]
+
+
+def test_a_directory_from_before_extraction_modes_resumes_only_under_lenient(tmp_path, dataset):
+    evaluate(make_config(tmp_path, dataset, methods="parallel", extract="lenient"))
+    out = tmp_path / "out"
+    stored = json.loads((out / "config.json").read_text())
+    del stored["extract"]  # what eager wrote before the option existed
+    (out / "config.json").write_text(json.dumps(stored))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(EagerError) as error:
+        evaluate(make_config(tmp_path, dataset, methods="parallel"))
+    message = str(error.value)
+    assert 'different configuration: extract ("lenient" -> "boxed"' in message
+    assert "written before the extract option existed" in message and "\n" not in message
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    summary = run_eval(make_config(tmp_path, dataset, methods="parallel", extract="lenient"), backend=None, verifier=contains_q)
+    assert summary["extract"] == "lenient"  # resumed (nothing was left to generate: no model loaded)
+    assert (out / "parallel.jsonl").read_bytes() == before["parallel.jsonl"]
+
+
+def test_cli_resuming_an_old_directory_under_the_default_is_one_line(tmp_path, dataset, capsys):
+    evaluate(make_config(tmp_path, dataset, methods="parallel", extract="lenient"))
+    out = tmp_path / "out"
+    stored = json.loads((out / "config.json").read_text())
+    del stored["extract"]
+    (out / "config.json").write_text(json.dumps(stored))
+    err = cli_error(capsys, "--dataset", str(dataset), "--methods", "parallel", "--out", str(out))
+    assert "extract" in err and "lenient" in err
 
 
 # -- reallocation ---------------------------------------------------------------------------

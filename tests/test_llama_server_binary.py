@@ -22,6 +22,8 @@ both set the same field, ``n_probs`` wins when both are given): one SSE event
 ``logprobs.content`` always holds exactly one entry: the sampled token, with its
 id. That is the only place the stream carries token ids (``return_tokens`` is
 ignored on /v1/completions; it fills ``tokens`` only on the native /completion).
+Tokens that end inside a UTF-8 character are not streamed at all (see
+test_tokens_ending_inside_a_utf8_character_are_not_streamed).
 Log-probabilities are those of the raw model distribution (softmax of the
 logits before temperature/top-k/top-p), so the sampled token need not be the
 top-1 one. The end-of-generation token is streamed too, as an ordinary chunk
@@ -44,6 +46,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,7 +71,7 @@ def smollm_gguf() -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(smollm_gguf: Path) -> str:
+def server(smollm_gguf: Path) -> Iterator[str]:
     """Base URL ``http://127.0.0.1:PORT/v1`` of one server shared by this module's tests."""
     if llama_server_path() is None:
         pytest.skip("llama-server is not built: run scripts/setup.sh --llama-server")
@@ -210,6 +213,39 @@ def test_stream_sends_the_end_of_generation_token(server: str, root: str) -> Non
     assert last["logprobs"]["content"][0]["id"] == eos["tokens"][0] == 2
     assert last["logprobs"]["content"][0]["token"] == ""  # special tokens are rendered as nothing
     assert final["usage"]["completion_tokens"] == len(token_events)  # the EOS token is counted
+
+
+def test_tokens_ending_inside_a_utf8_character_are_not_streamed(server: str, root: str) -> None:
+    """A token that leaves an incomplete UTF-8 character is held back with its id and logprobs.
+
+    The token that completes the character is sent as one chunk whose
+    ``text``/``token``/``bytes`` cover the whole character, but whose ``id`` and
+    ``top_logprobs`` are that last token's only. The native /completion with
+    ``return_tokens`` still lists every id in its non-streamed answer.
+    """
+    prompt = "Translate to Japanese: 'Tokyo is the capital of Japan.' Answer: 東京は日本"
+    n_tokens = 12
+    body = {"prompt": prompt, "max_tokens": n_tokens, "temperature": 0, "logprobs": 2}
+    *token_events, final = stream(server + "/completions", body)
+    assert final["usage"]["completion_tokens"] == n_tokens
+    assert len(token_events) < n_tokens  # some tokens never got a chunk
+    merged = 0
+    for event in token_events:
+        (sampled,) = event["choices"][0]["logprobs"]["content"]
+        own = sampled["top_logprobs"][0]  # greedy: the sampled token's own entry
+        assert own["id"] == sampled["id"]
+        if own["bytes"] != sampled["bytes"]:
+            merged += 1
+            assert len(own["bytes"]) < len(sampled["bytes"])
+            assert sampled["bytes"][-len(own["bytes"]):] == own["bytes"]
+            assert bytes(sampled["bytes"]).decode() == event["choices"][0]["text"]
+    assert merged > 0
+    streamed_text = "".join(event["choices"][0]["text"] for event in token_events)
+
+    status, native = call("POST", root + "/completion", {"prompt": prompt, "n_predict": n_tokens, "temperature": 0, "return_tokens": True})
+    assert status == 200 and len(native["tokens"]) == n_tokens
+    assert native["content"] == streamed_text
+    assert call("POST", root + "/detokenize", {"tokens": native["tokens"]}) == (200, {"content": streamed_text})
 
 
 def test_identical_request_hits_the_prompt_cache(server: str) -> None:

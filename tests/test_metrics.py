@@ -1,11 +1,15 @@
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eager.errors import EagerError
+from eager.eval.grading import AnswerEquivalence
 from eager.eval.metrics import (
     PromptScore,
     cons_at_k,
+    vote_groups,
     ks_up_to,
     majority_vote,
     normalize_vote,
@@ -63,8 +67,9 @@ def test_unbiased_pass_at_k_rejects_k_above_n_and_impossible_counts(n, c, k):
         unbiased_pass_at_k(n, c, k)
 
 
-def test_normalize_vote_strips_dollars_and_all_whitespace():
+def test_normalize_vote_strips_dollars_and_all_whitespace_and_lower_cases_as_the_reference():
     assert normalize_vote(" $\\frac {1}{2}$ ") == "\\frac{1}{2}"
+    assert normalize_vote("\\text{ (A) }") == "\\text{(a)}"
     assert normalize_vote("$ $") is None
     assert normalize_vote(None) is None
 
@@ -84,8 +89,85 @@ def test_majority_vote_ignores_none_answers():
     assert majority_vote([]) is None
 
 
-def test_majority_vote_does_not_merge_mathematically_equal_spellings():
+def test_the_exact_vote_does_not_merge_mathematically_equal_spellings():
     assert majority_vote(["0.5", "\\frac{1}{2}", "\\frac{1}{2}"]) == "\\frac{1}{2}"
+
+
+# -- Cons@k by equivalence ----------------------------------------------------------------
+
+
+def same_parity(first: str, second: str) -> bool:
+    """A toy equivalence: integers are equal when their parity is."""
+    return int(first) % 2 == int(second) % 2
+
+
+def test_answers_math_verify_finds_equal_are_one_vote():
+    answers = ["0.5", "3", "\\frac{1}{2}", "3", "\\dfrac{1}{2}"]
+    assert majority_vote(answers) == "3"  # exact: "3" has 2 votes, the halves 1 each
+    assert majority_vote(answers, AnswerEquivalence()) == "0.5"  # the halves are one vote of 3
+    correct = [True, False, True, False, True]
+    assert cons_at_k(answers, correct) == 0.0
+    assert cons_at_k(answers, correct, AnswerEquivalence()) == 1.0
+
+
+def test_an_answer_joins_the_first_earlier_group_whose_representative_it_equals():
+    assert vote_groups(["1", "2", "3", "4", "2"], same_parity) == [[0, 2], [1, 3, 4]]
+    assert vote_groups(["1", "2", "3", "4", "2"]) == [[0], [1, 4], [2], [3]]
+
+
+def test_an_equivalence_tie_goes_to_the_group_whose_first_answer_comes_first():
+    # odd {1, 3} and even {2, 4}: two votes each; the odd group's first answer comes first
+    assert majority_vote(["1", "2", "4", "3"], same_parity) == "1"
+    assert majority_vote(["2", "1", "3", "4"], same_parity) == "2"
+
+
+def test_identical_answers_are_grouped_before_any_equivalence_call():
+    calls = []
+
+    def counting(first, second):
+        calls.append((first, second))
+        return first == second
+
+    answers = ["18"] * 20 + [" $18$ "] * 6 + ["17"] * 6
+    assert majority_vote(answers, counting) == "18"
+    assert calls == [("18", "17")]  # two distinct keys: one comparison, not 32 * 31 / 2
+
+
+def test_equivalence_calls_are_at_most_distinct_answers_times_groups():
+    calls = []
+
+    def counting(first, second):
+        calls.append(1)
+        return False
+
+    answers = [str(i % 8) for i in range(32)]
+    vote_groups(answers, counting)
+    assert len(calls) == 8 * 7 // 2
+
+
+def test_an_equivalence_that_raises_counts_as_different_and_never_stops_the_vote():
+    def broken(first, second):
+        raise RuntimeError("sympy exploded")
+
+    assert majority_vote(["1", "2", "2"], broken) == "2"
+    assert cons_at_k(["1", "2", "2"], [False, True, True], broken) == 1.0
+
+
+vote_answers = st.lists(st.one_of(st.none(), st.text(max_size=12), st.sampled_from(["0.5", "\\frac{1}{2}", "1/2", "2", "x", "\\frac{", "}{", "$"])), max_size=12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(answers=vote_answers, data=st.data())
+def test_the_vote_never_raises_and_its_winner_leads_the_largest_group(answers, data):
+    correct = data.draw(st.lists(st.booleans(), min_size=len(answers), max_size=len(answers)))
+    for equivalent in (None, AnswerEquivalence()):
+        groups = vote_groups(answers, equivalent)
+        assert sorted(i for group in groups for i in group) == [i for i, a in enumerate(answers) if normalize_vote(a)]
+        winner = majority_vote(answers, equivalent)
+        assert (winner is None) == (not groups)
+        if groups:
+            assert winner == answers[min(groups, key=lambda g: (-len(g), min(g)))[0]]
+        assert cons_at_k(answers, correct, equivalent) in (0.0, 1.0)
 
 
 def test_cons_at_k_uses_the_correctness_of_the_majority_answers_first_occurrence():
@@ -131,7 +213,7 @@ RECORD_B = {
 
 def test_score_prompt_counts_sequences_tokens_forks_and_votes():
     assert score_prompt(RECORD_A) == PromptScore(
-        id="a", n_sequences=4, n_correct=2, pass_at_any=1.0, pass_rate=0.5, cons=1.0,
+        id="a", n_sequences=4, n_correct=2, pass_at_any=1.0, pass_rate=0.5, cons=1.0, cons_exact=1.0,
         generated_tokens=100, sequence_tokens=180, forks=2, wall_s=2.0,
     )
 
@@ -156,10 +238,13 @@ def test_summarize_two_hand_made_records():
         "unbiased_pass_at_k": {"1": pytest.approx(0.25), "2": pytest.approx(5 / 12)},
         "pass_rate": pytest.approx((0.5 + 0.0) / 2),
         "cons_at_k": pytest.approx((1.0 + 0.0) / 2),
+        "cons_at_k_exact": pytest.approx((1.0 + 0.0) / 2),
         "generated_tokens": 150,
         "sequence_tokens": 180 + 50,
         "sequences": 6,
         "forks": 2,
+        "preemptions": 0,
+        "length_share": 0.0,
         "wall_s": pytest.approx(5.0),
         "tokens_per_s": pytest.approx(150 / 5.0),
     }
@@ -168,8 +253,8 @@ def test_summarize_two_hand_made_records():
 def test_summarize_empty_list_gives_zeros():
     assert summarize([]) == {
         "n_prompts": 0, "pass_at_k": 0.0, "unbiased_pass_at_k": {}, "pass_rate": 0.0, "cons_at_k": 0.0,
-        "generated_tokens": 0, "sequence_tokens": 0, "sequences": 0, "forks": 0, "wall_s": 0.0,
-        "tokens_per_s": 0.0,
+        "cons_at_k_exact": 0.0, "generated_tokens": 0, "sequence_tokens": 0, "sequences": 0, "forks": 0, "wall_s": 0.0,
+        "tokens_per_s": 0.0, "preemptions": 0, "length_share": 0.0,
     }
 
 
@@ -183,3 +268,14 @@ def test_summarize_prompt_without_sequences_has_no_unbiased_pass_at_k():
     summary = summarize([RECORD_A, record])
     assert summary["unbiased_pass_at_k"] == {}
     assert summary["pass_rate"] == pytest.approx(0.25)
+
+
+def test_summarize_reports_cons_at_k_by_equivalence_and_the_exact_vote():
+    record = {
+        "id": "h", "generated_tokens": 10, "wall_s": 1.0,
+        "sequences": [sequence(5, "3", False), sequence(5, "0.5", True), sequence(5, "3", False),
+                      sequence(5, "\\frac{1}{2}", True), sequence(5, "1/2", True)],
+    }
+    summary = summarize([record])
+    assert (summary["cons_at_k"], summary["cons_at_k_exact"]) == (1.0, 0.0)
+    assert summarize([record], lambda first, second: False)["cons_at_k"] == 0.0  # the equivalence given is used

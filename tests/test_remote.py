@@ -1,18 +1,19 @@
-"""The remote backend: EAGER over an OpenAI-compatible completions server.
+"""The remote driver's transport, protocol and failure modes (the rules: tests/test_remote_rules.py).
 
 Two kinds of server, both on 127.0.0.1 and stopped by their fixtures:
 
-* a scripted vLLM-like server (http.server in a thread) whose tokens and
-  entropies are known in advance, for the exact rules, the id-prompt path,
-  retries, cut streams and bad input;
+* a scripted server (tests/scripted_server.py) whose tokens and entropies
+  are known in advance: token-id prompts, streams kept or restarted at
+  forks, retries, time-outs, cut streams, chat templates, bad input;
 * llama-cpp-python's real server with the packaged SmolLM2-135M, for the
   whole path on a real model (text prompts, ids mapped back from text).
+  llama.cpp's own llama-server: tests/test_remote_llama_server.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from pathlib import Path
 import math
 import socket
 import subprocess
@@ -21,228 +22,59 @@ import tempfile
 import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from eager.backends.base import StepItem
 from eager.core.config import BranchingConfig, SamplingConfig
-from eager.core.tree import tree_requests
 from eager.core.entropy import entropy_from_logprobs, topk_entropy
+from eager.core.tree import tree_requests
 from eager.errors import EagerError
 from eager.remote import (
+    NoChatTemplate,
     NoLogprobs,
     RemoteGenerationError,
+    ServerError,
+    ServerUnavailable,
     connect,
     generate_remote,
+    load_chat_template,
     parse_choice,
     parse_remote_model,
 )
-
-# -- a scripted vLLM-like server -----------------------------------------------------
-
-PROMPT_IDS = [101, 102, 103]
-EOS = 7
-HIGH = [0.24, 0.22, 0.20, 0.18, 0.16]  # H = 1.603 nats over the top 5
-LOW = [0.96, 0.01, 0.01, 0.01, 0.01]  # H = 0.22 nats
-
-
-def high_position(pos: int) -> bool:
-    return pos % 6 == 3
-
-
-def entropy_of(probs: list[float]) -> float:
-    q = np.array(probs) / sum(probs)
-    return float(-(q * np.log(q)).sum())
-
-
-class FakeVllm:
-    """Token ids in, token ids out; the token at completion position p is 1000+p.
-
-    At p with p % 6 == 3 the top-5 are nearly uniform (H = 1.60), elsewhere
-    peaked (H = 0.22); candidate i at p is (i+1)*1000 + p, so a child's token
-    at its fork is 2000+p. Knobs for bad behaviour: no logprobs, a logprobs
-    cap, 503s, cut streams, death after some requests, an end token.
-    """
-
-    def __init__(
-        self,
-        *,
-        owned_by: str = "vllm",
-        models: tuple[str, ...] = ("fake-model",),
-        logprobs: bool = True,
-        max_logprobs: int = 20,
-        end_at: int | None = None,
-        eos_second_at: int | None = None,
-        fail_first: int = 0,
-        cut_once_after: int | None = None,
-        die_after: int | None = None,
-    ) -> None:
-        self.owned_by = owned_by
-        self.models = models
-        self.logprobs = logprobs
-        self.max_logprobs = max_logprobs
-        self.end_at = end_at
-        self.eos_second_at = eos_second_at
-        self.fail_first = fail_first
-        self.cut_once_after = cut_once_after
-        self.die_after = die_after
-        self.streams = 0
-        self.prompts: list[list[int]] = []
-        self._lock = threading.Lock()
-
-    # the vocabulary
-    def candidates(self, pos: int) -> list[tuple[int, float]]:
-        ids = [(i + 1) * 1000 + pos for i in range(5)]
-        if self.eos_second_at == pos:
-            ids[1] = EOS
-        return list(zip(ids, HIGH if high_position(pos) else LOW))
-
-    @staticmethod
-    def text(token: int) -> str:
-        return "<|im_end|>" if token == EOS else f"<{token}>"
-
-    def step(self, pos: int, k: int) -> dict:
-        cands = self.candidates(pos)
-        token = EOS if self.end_at == pos else cands[0][0]
-        top = {f"token_id:{t}": math.log(p) for t, p in cands[:k]}
-        top.setdefault(f"token_id:{token}", math.log(0.01))
-        choice = {"index": 0, "text": "" if token == EOS else self.text(token), "finish_reason": None}
-        if self.logprobs:
-            choice["logprobs"] = {"tokens": [f"token_id:{token}"], "token_logprobs": [top[f"token_id:{token}"]], "top_logprobs": [top], "text_offset": [0]}
-        else:
-            choice["logprobs"] = None
-        return {"id": "cmpl-1", "object": "text_completion", "model": self.models[0], "choices": [choice]}
-
-
-def _handler(fake: FakeVllm):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-        def _json(self, status: int, body: dict) -> None:
-            raw = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(raw)))
-            self.end_headers()
-            self.wfile.write(raw)
-
-        def do_GET(self) -> None:
-            if self.path == "/v1/models":
-                data = [{"id": m, "object": "model", "owned_by": fake.owned_by} for m in fake.models]
-                self._json(200, {"object": "list", "data": data})
-            else:
-                self._json(404, {"detail": "Not Found"})
-
-        def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            if self.path == "/tokenize" and fake.owned_by == "vllm":
-                self._json(200, {"tokens": list(PROMPT_IDS), "count": 3, "max_model_len": 4096})
-            elif self.path == "/detokenize" and fake.owned_by == "vllm":
-                self._json(200, {"prompt": "".join(fake.text(t) for t in body["tokens"])})
-            elif self.path == "/v1/completions":
-                self._completion(body)
-            else:
-                self._json(404, {"detail": "Not Found"})
-
-        def _completion(self, body: dict) -> None:
-            k = body.get("logprobs") or 0
-            if k > fake.max_logprobs:
-                message = f"Requested sample logprobs of {k}, which is greater than max allowed: {fake.max_logprobs}"
-                self._json(400, {"object": "error", "message": message, "type": "BadRequestError", "code": 400})
-                return
-            if not body.get("stream"):  # the probes
-                self._json(200, fake.step(0, k))
-                return
-            with fake._lock:
-                fake.streams += 1
-                n = fake.streams
-                fake.prompts.append(body["prompt"])
-                cut = fake.cut_once_after
-                fake.cut_once_after = None
-            if n <= fake.fail_first or (fake.die_after is not None and n > fake.die_after):
-                self._json(503, {"message": "overloaded"})
-                return
-            assert isinstance(body["prompt"], list), "vLLM gets token-id prompts"
-            pos = len(body["prompt"]) - len(PROMPT_IDS)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.end_headers()
-            try:
-                for j in range(body["max_tokens"]):
-                    if cut is not None and j == cut:
-                        return  # the connection drops: no finish reason, no [DONE]
-                    event = fake.step(pos + j, k)
-                    last = fake.end_at == pos + j or j == body["max_tokens"] - 1
-                    if last:
-                        event["choices"][0]["finish_reason"] = "stop" if fake.end_at == pos + j else "length"
-                    self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
-                    self.wfile.flush()
-                    if last:
-                        break
-                self.wfile.write(b"data: [DONE]\n\n")
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client closed the stream at a fork
-
-    return Handler
-
-
-class _Serving:
-    """An HTTP server on 127.0.0.1 in a thread, with a bounded request loop."""
-
-    def __init__(self, handler, max_requests: int = 5000) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
-        self.httpd.timeout = 0.05
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, args=(max_requests,), daemon=True)
-        self._thread.start()
-
-    def _loop(self, max_requests: int) -> None:
-        for _ in range(max_requests * 200):  # handle_request returns after each request or 0.05 s
-            if self._stop.is_set():
-                return
-            self.httpd.handle_request()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.httpd.server_close()
+from scripted_server import PROMPT_IDS, PositionScript, ScriptedServer, serving
 
 
 @pytest.fixture
 def fake_server():
-    servers: list[_Serving] = []
+    """Start scripted servers (PositionScript) on demand; each is stopped after the test."""
+    stack = []
 
-    def start(**knobs) -> tuple[FakeVllm, str]:
-        fake = FakeVllm(**knobs)
-        serving = _Serving(_handler(fake))
-        servers.append(serving)
-        return fake, serving.url
+    def start(*, flavour: str = "vllm", end_at=None, eos_second_at=None, draw_second_when_high=False, **knobs) -> tuple[ScriptedServer, str]:
+        script = PositionScript(end_at=end_at, eos_second_at=eos_second_at, draw_second_when_high=draw_second_when_high)
+        server = ScriptedServer(script, flavour=flavour, **knobs)
+        context = serving(server)
+        stack.append(context)
+        return server, context.__enter__()
 
     yield start
-    for serving in servers:
-        serving.stop()
+    for context in reversed(stack):
+        context.__exit__(None, None, None)
 
 
-def run_fake(url: str, *, M: int = 4, theta: float = 1.0, max_tokens: int = 12, method: str = "eager-init", prompts=("p",), **kw):
-    branching = BranchingConfig(
-        max_sequences=M,
-        theta=theta,
-        dynamic_theta=kw.pop("dynamic_theta", False),
-        window=kw.pop("window", 1000),
-        end_of_thinking=kw.pop("end_of_thinking", ""),
-    )
-    sampling = SamplingConfig(max_tokens=max_tokens, seed=kw.pop("seed", 0))
+def requests_for(prompts=("p",), *, M: int = 4, theta: float = 1.0, max_tokens: int = 12, method: str = "eager-init", seed: int = 0, chat: bool = False):
+    branching = BranchingConfig(max_sequences=M, theta=theta, dynamic_theta=False, end_of_thinking="")
+    sampling = SamplingConfig(max_tokens=max_tokens, seed=seed)
+    return tree_requests(list(prompts), method=method, branching=branching, sampling=sampling, chat=chat)
+
+
+def run_fake(url: str, *, prompts=("p",), M: int = 4, theta: float = 1.0, max_tokens: int = 12, method: str = "eager-init", chat: bool = False, **kw):
     kw.setdefault("max_concurrency", 1)
-    requests = tree_requests(list(prompts), method=method, branching=branching, sampling=sampling, chat=False)
-    return generate_remote(requests, url=url, backoff_s=0.01, **kw)
+    kw.setdefault("backoff_s", 0.01)
+    requests = requests_for(prompts, M=M, theta=theta, max_tokens=max_tokens, method=method, chat=chat)
+    return generate_remote(requests, url=url, **kw)
 
 
 def own_tokens(result) -> int:
@@ -285,7 +117,7 @@ def test_both_logprob_formats_parse_to_ids_and_sorted_candidates():
             {"id": 5, "token": "x", "logprob": -0.1, "bytes": [120]},
             {"id": 2, "token": "", "logprob": -2.5, "bytes": []},
         ]}]},
-    }
+    }  # fmt: skip
     (token,) = parse_choice(llama_server, 20, "u")
     assert token.id == 5 and [c.id for c in token.candidates] == [5, 2] and token.candidates[1].empty_bytes
 
@@ -296,36 +128,32 @@ def test_a_chunk_with_text_but_no_logprobs_is_an_error():
     assert parse_choice({"text": "", "logprobs": None, "finish_reason": "stop"}, 20, "u") == []
 
 
-# -- the rules, on the scripted server ----------------------------------------------
+def test_a_chat_template_from_a_gguf_renders_as_the_model_expects():
+    from eager.models import resolve_model
+
+    template = load_chat_template(resolve_model("smollm2-135m"))
+    assert (template.bos_token, template.eos_token, template.adds_bos) == ("<|im_start|>", "<|im_end|>", False)
+    assert template.render("What is 7 * 8?") == (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+        "<|im_start|>user\nWhat is 7 * 8?<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
-def test_forks_happen_only_where_entropy_exceeds_theta_and_stop_at_M(fake_server):
-    fake, url = fake_server()
-    (result,) = run_fake(url, M=4, theta=1.0, max_tokens=12)
-    assert len(result.sequences) == 4 and len(result.forks) == 3
-    for fork in result.forks:
-        assert high_position(fork.position)
-        assert fork.entropy == pytest.approx(entropy_of(HIGH)) and fork.entropy > fork.threshold == 1.0
-        child = result.sequences[fork.child]
-        parent = result.sequences[fork.parent]
-        assert child.fork_at == fork.position and child.parent == fork.parent
-        assert child.token_ids[fork.position] == 2000 + fork.position  # top-2 for the child
-        assert parent.token_ids[fork.position] == 1000 + fork.position  # top-1 for the parent
-        assert child.token_ids[: fork.position] == parent.token_ids[: fork.position]
-    for seq in result.sequences:
-        assert len(seq.token_ids) == 12 and seq.finish_reason == "length"
-        assert len(seq.entropies) == 12
-        assert seq.text == "".join(f"<{t}>" for t in seq.token_ids)
-    # a shared prefix counted once
-    assert result.generated_tokens == own_tokens(result) == 12 + sum(12 - f.position for f in result.forks)
-    assert result.sequence_tokens == 48
+def test_a_jinja_chat_template_file_renders_with_the_usual_variables(tmp_path):
+    path = tmp_path / "t.jinja"
+    path.write_text(
+        "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}]{{ m['content'] | tojson }}{% endfor %}"
+        "{% if add_generation_prompt %}[assistant]{% endif %}"
+    )
+    assert load_chat_template(path).render("héllo") == '[user]"héllo"[assistant]'
+    path.write_text("{{ raise_exception('no system role') }}")
+    with pytest.raises(EagerError, match="failed to render: no system role"):
+        load_chat_template(path).render("x")
+    with pytest.raises(EagerError, match="chat_template .* is not a file"):
+        load_chat_template(tmp_path / "missing.jinja")
 
 
-def test_no_fork_below_theta(fake_server):
-    _, url = fake_server()
-    (result,) = run_fake(url, M=8, theta=1.7)  # H is 1.60 at most
-    assert len(result.sequences) == 1 and result.forks == []
-    assert result.generated_tokens == 12
+# -- requests: token ids, streams kept or restarted at forks -------------------------
 
 
 def test_every_request_sends_the_prompt_and_branch_as_token_ids(fake_server):
@@ -334,62 +162,19 @@ def test_every_request_sends_the_prompt_and_branch_as_token_ids(fake_server):
     prefixes = {tuple(p) for p in fake.prompts}
     assert tuple(PROMPT_IDS) in prefixes
     for seq in result.sequences:
-        if seq.fork_at is not None:  # the child's request starts with the prompt, the shared prefix, then top-2
+        if seq.fork_at is not None:  # the child's request: the prompt, the shared prefix, then its top-2
             assert tuple(PROMPT_IDS + seq.token_ids[: seq.fork_at + 1]) in prefixes
-    assert len(fake.prompts) == 1 + 2 * len(result.forks)  # a fork is two new requests
+    # the server drew the top-1 at each fork, so the parent kept its stream: a fork costs one request
+    assert len(fake.prompts) == 1 + len(result.forks)
 
 
-def test_the_window_counts_received_tokens_of_the_tree(fake_server):
-    _, url = fake_server()
-    (closed,) = run_fake(url, M=8, window=3)  # 3 tokens (0, 1, 2) without a fork: closed before p=3
-    assert closed.forks == []
-    _, url = fake_server()
-    (one,) = run_fake(url, M=8, window=4)  # forks at 3, then 4 tokens without one close it before 9
-    assert [f.position for f in one.forks] == [3]
-
-
-def test_dynamic_threshold_blocks_forks_at_entropies_equal_to_the_p99(fake_server):
-    _, url = fake_server()
-    (result,) = run_fake(url, M=8, theta=1.0, dynamic_theta=True, max_tokens=20)
-    first, second = result.forks  # with a fixed theta, 7 forks (see below)
-    assert (first.position, first.threshold) == (3, 1.0)
-    # before the fork at 9 the tree had received 9 tokens (0-3 of the root, 4-8 of #0): one high among them
-    history = [entropy_of(HIGH) if high_position(p) else entropy_of(LOW) for p in [0, 1, 2, 3, 4, 5, 6, 7, 8]]
-    assert second.position == 9 and second.threshold == pytest.approx(np.percentile(history, 99))
-    assert 1.0 < second.threshold < second.entropy  # from then on P99 = 1.60 and equal entropies do not fork
-    _, url = fake_server()
-    (fixed,) = run_fake(url, M=8, theta=1.0, dynamic_theta=False, max_tokens=20)
-    assert len(fixed.forks) == 7
-
-
-def test_parallel_sampling_gives_M_independent_sequences(fake_server):
-    fake, url = fake_server()
-    (result,) = run_fake(url, method="parallel", M=3, max_concurrency=3)
-    assert len(result.sequences) == 3 and result.forks == []
-    assert all(s.parent is None and len(s.token_ids) == 12 for s in result.sequences)
-    assert result.generated_tokens == result.sequence_tokens == 36
-    assert len(fake.prompts) == 3
-
-
-def test_end_of_thinking_marker_stops_forking(fake_server):
-    _, url = fake_server()
-    (result,) = run_fake(url, M=8, end_of_thinking="<1005>", max_tokens=20)
-    assert [f.position for f in result.forks] == [3]  # both branches pass <1005> before p=9
-
-
-def test_the_end_token_ends_a_sequence_and_is_not_kept(fake_server):
-    _, url = fake_server(end_at=10)
-    (result,) = run_fake(url, M=1, max_tokens=20)
-    (seq,) = result.sequences
-    assert seq.finish_reason == "stop" and len(seq.token_ids) == 10 and EOS not in seq.token_ids
-
-
-def test_a_fork_whose_top_2_is_the_end_token_gives_a_finished_child(fake_server):
-    _, url = fake_server(eos_second_at=3)
+def test_a_parent_whose_draw_was_not_its_top1_restarts_after_the_top1(fake_server):
+    fake, url = fake_server(draw_second_when_high=True)
     (result,) = run_fake(url, M=2)
-    parent, child = result.sequences
-    assert child.finish_reason == "stop" and len(child.token_ids) == 3 and child.fork_at == 3
-    assert len(parent.token_ids) == 12
+    root, child = result.sequences
+    assert root.token_ids[3] == 1003 and child.token_ids[3] == 2003  # top-1 and top-2, whatever the server drew
+    assert [len(p) - len(PROMPT_IDS) for p in fake.prompts] == [0, 4, 4]  # the root again after 1003, the child after 2003
+    assert fake.prompts[1][-1] == 1003 and fake.prompts[2][-1] == 2003
 
 
 def test_many_prompts_keep_their_order_and_their_own_trees(fake_server):
@@ -406,13 +191,69 @@ def test_on_step_reports_progress(fake_server):
     assert seen and seen[-1].prompts_done == 1 and seen[-1].generated_tokens == 12 + 9
 
 
+def test_the_api_key_goes_out_as_bearer_auth(fake_server, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    fake, url = fake_server()
+    run_fake(url, M=1)
+    assert fake.authorization == {"Bearer sk-test"}
+
+
+def test_it_runs_from_a_thread_and_from_inside_a_running_event_loop(fake_server):
+    _, url = fake_server()
+    out = []
+    thread = threading.Thread(target=lambda: out.append(run_fake(url, M=2)))
+    thread.start()
+    thread.join(30)
+
+    async def inside_a_loop():
+        return run_fake(url, M=2)
+
+    out.append(asyncio.run(inside_a_loop()))
+    assert [len(r[0].sequences) for r in out] == [2, 2]
+
+
+# -- chat templates over HTTP, or rendered here ----------------------------------------
+
+
+def test_vllm_applies_the_chat_template_in_tokenize_with_messages(fake_server):
+    fake, url = fake_server()
+    run_fake(url, M=1, chat=True, max_tokens=2)
+    assert fake.paths.get("/tokenize", 0) == 2  # one for the probe, one with the messages
+    assert fake.prompts[0] == PROMPT_IDS
+
+
+def test_llama_server_applies_the_chat_template_in_apply_template(fake_server):
+    fake, url = fake_server(flavour="llama-server")
+    run_fake(url, M=1, chat=True, max_tokens=2)
+    assert fake.paths.get("/apply-template") == 1
+
+
+def test_a_server_without_a_template_endpoint_asks_for_the_chat_template_option(fake_server, tmp_path):
+    _, url = fake_server(owned_by="sglang")
+    with pytest.raises(NoChatTemplate, match="SGLang server .* pass chat_template .*or chat=False"):
+        run_fake(url, M=1, chat=True)
+    template = tmp_path / "chat.jinja"
+    template.write_text("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>")
+    fake, url = fake_server(owned_by="sglang")
+    run_fake(url, M=1, chat=True, max_tokens=2, chat_template=template)
+    assert fake.prompts[0] == "<user>p<assistant>"  # SGLang streams text, so it gets the rendered text
+
+
 # -- failures: retried, or a clear error, and nothing finished is lost --------------
 
 
-def test_503s_are_retried_with_back_off(fake_server):
-    fake, url = fake_server(fail_first=2)
+@pytest.mark.parametrize("status", [503, 429])
+def test_overloaded_and_failing_answers_are_retried_with_back_off(fake_server, status):
+    fake, url = fake_server(fail_first=2, fail_status=status)
     (result,) = run_fake(url, M=2, retries=3)
-    assert len(result.sequences) == 2 and fake.streams == 2 + 3
+    assert len(result.sequences) == 2 and fake.streams == 2 + 2
+
+
+def test_a_4xx_is_a_clear_error_at_once(fake_server):
+    fake, url = fake_server(fail_first=1, fail_status=400)
+    with pytest.raises(RemoteGenerationError, match="answered 400: scripted failure 400") as info:
+        run_fake(url, M=2, retries=3)
+    assert isinstance(info.value.__cause__, ServerError) and fake.streams == 1
 
 
 def test_a_cut_stream_resumes_where_it_stopped_without_losing_or_repeating_tokens(fake_server):
@@ -422,7 +263,18 @@ def test_a_cut_stream_resumes_where_it_stopped_without_losing_or_repeating_token
     (cut,) = run_fake(url, M=3)
     assert [s.token_ids for s in cut.sequences] == [s.token_ids for s in clean.sequences]
     assert cut.generated_tokens == clean.generated_tokens
-    assert [3, 3 + 2] == [len(p) for p in fake.prompts[:2]]  # resumed with the 2 tokens it had
+    assert [0, 2] == [len(p) - len(PROMPT_IDS) for p in fake.prompts[:2]]  # resumed with the 2 tokens it had
+
+
+def test_a_silent_stream_is_cut_by_the_time_out_and_resumed(fake_server):
+    _, url = fake_server()
+    (clean,) = run_fake(url, M=3)
+    fake, url = fake_server(stall_once_after=5, stall_s=3.0)
+    start = time.perf_counter()
+    (stalled,) = run_fake(url, M=3, timeout_s=0.3)
+    assert time.perf_counter() - start < 2.5
+    assert [s.token_ids for s in stalled.sequences] == [s.token_ids for s in clean.sequences]
+    assert PROMPT_IDS + [1000, 1001, 1002, 1003, 1004] in fake.prompts  # the root resumed after its 5 tokens
 
 
 def test_a_server_that_dies_mid_run_keeps_the_finished_results(fake_server):
@@ -432,6 +284,7 @@ def test_a_server_that_dies_mid_run_keeps_the_finished_results(fake_server):
     first, second = info.value.results
     assert first is not None and first.prompt == "first" and len(first.sequences[0].token_ids) == 12
     assert second is None
+    assert isinstance(info.value.__cause__, ServerUnavailable)
 
 
 def test_unreachable_server_fails_fast_with_a_clear_error():
@@ -439,7 +292,7 @@ def test_unreachable_server_fails_fast_with_a_clear_error():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     start = time.perf_counter()
-    with pytest.raises(EagerError, match=rf"cannot reach http://127.0.0.1:{port}/v1/models.*gave up after 2 retries"):
+    with pytest.raises(ServerUnavailable, match=rf"cannot reach http://127.0.0.1:{port}/v1/models.*gave up after 2 retries"):
         run_fake(f"http://127.0.0.1:{port}/v1", retries=2)
     assert time.perf_counter() - start < 5
 
@@ -459,9 +312,9 @@ def test_an_unknown_served_model_is_a_clear_error(fake_server):
 
 
 def test_the_logprobs_limit_is_read_from_the_servers_refusal(fake_server):
-    _, url = fake_server(max_logprobs=5)
+    _, url = fake_server(max_logprobs=4)
     server = connect(url, entropy_top_k=20)
-    assert server.top_k == 5 and server.id_prompts
+    assert server.top_k == 4 and server.id_prompts
     (result,) = run_fake(url, M=2, server=server)
     assert len(result.forks) == 1
 
@@ -594,9 +447,21 @@ def test_real_server_unknown_model_name_is_a_clear_error(llama_server):
         run_real(llama_server, served_model="qwen")
 
 
-def test_real_server_without_a_chat_template_endpoint_asks_for_a_raw_prompt(llama_server):
-    with pytest.raises(EagerError, match="chat template over HTTP.*--raw-prompt"):
-        generate_remote(tree_requests(["hi"], method="eager-init", branching=BranchingConfig(), sampling=SamplingConfig(max_tokens=4), chat=True), url=llama_server)
+def test_real_server_without_a_chat_template_endpoint_asks_for_the_chat_template_option(llama_server):
+    requests = tree_requests(["hi"], method="eager-init", branching=BranchingConfig(), sampling=SamplingConfig(max_tokens=4), chat=True)
+    with pytest.raises(NoChatTemplate, match="llama-cpp-python server .* cannot apply the model's chat template over HTTP; pass chat_template"):
+        generate_remote(requests, url=llama_server)
+
+
+def test_real_server_gets_the_gguf_chat_template_rendered_here(llama_server, smollm):
+    from eager.models import resolve_model
+
+    branching = BranchingConfig(max_sequences=2, theta=1.0)
+    requests = tree_requests(["What is 7 * 8?"], method="eager-init", branching=branching, sampling=SamplingConfig(max_tokens=16, seed=1), chat=True)
+    (result,) = generate_remote(requests, url=llama_server, chat_template=resolve_model("smollm2-135m"))
+    expected = load_chat_template(resolve_model("smollm2-135m")).render("What is 7 * 8?")
+    assert result.prompt_tokens == len(smollm.tokenizer.encode(expected, add_special=True, parse_special=True))
+    assert all(s.text for s in result.sequences)
 
 
 def test_real_server_is_probed_once_and_limits_itself_to_one_request(llama_server):

@@ -16,7 +16,6 @@ Prompts enter as others finish, as long as their sequences and cache cells fit.
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -29,6 +28,7 @@ from eager.core.results import GenerationResult, StepStats, result_of
 from eager.core.sampling import sample, top_two
 from eager.core.tree import Branch, Status, Tree, TreeRequest
 from eager.errors import EagerError
+from eager.scheduler import Scheduler
 
 
 @dataclass
@@ -75,8 +75,9 @@ class Engine:
     Args:
         backend: anything that implements :class:`eager.backends.base.Backend`.
         max_prompts_in_flight: cap on prompts decoded together (None: as many
-            as the backend's sequences and cache cells allow).
+            as the backend's cache cells and sequences allow).
         on_step: called with :class:`StepStats` after every step.
+        lookahead: steps of cache room kept per live branch when admitting a tree.
     """
 
     def __init__(
@@ -85,17 +86,23 @@ class Engine:
         *,
         max_prompts_in_flight: int | None = None,
         on_step: Callable[[StepStats], None] | None = None,
+        lookahead: int = 8,
     ) -> None:
         self.backend = backend
-        self.max_prompts_in_flight = max_prompts_in_flight
         self.on_step = on_step
         self.driver = _EngineDriver(backend)
+        self.scheduler = Scheduler(backend, lookahead=lookahead, max_prompts_in_flight=max_prompts_in_flight)
         self._marker_cache: dict[str, list[list[int]]] = {}
         self.steps = 0
+
+    @property
+    def preemptions(self) -> int:
+        return self.scheduler.preemptions + self.scheduler.parked
 
     # -- public ----------------------------------------------------------------------
 
     def validate(self, request: TreeRequest) -> None:
+        """Refuse up front what can never fit: one branch longer than the cache, or M beyond its sequences."""
         n_prompt = len(request.prompt_ids)
         if n_prompt == 0:
             raise EagerError("the prompt is empty")
@@ -111,36 +118,35 @@ class Engine:
 
     def run(self, requests: Iterable[TreeRequest]) -> Iterator[tuple[int, GenerationResult]]:
         """Generate for every request; yields (request position, result) as each finishes."""
-        waiting: deque[tuple[int, Tree]] = deque()
+        scheduler = self.scheduler
         for position, request in enumerate(requests):
             self.validate(request)
-            waiting.append((position, self._tree(request)))
-        active: list[tuple[int, Tree]] = []
+            scheduler.add(position, self._tree(request))
         counts = {"done": 0, "generated": 0}
         start = time.perf_counter()
-        while waiting or active:
-            self._admit(waiting, active)
-            self.step(active)
-            active, finished = _split_finished(active)
-            for position, tree in finished:
+        while scheduler.waiting or scheduler.active:
+            scheduler.admit()
+            self.step()
+            for slot in scheduler.finished():
                 counts["done"] += 1
-                counts["generated"] += tree.generated_tokens
-                yield position, result_of(tree, self.backend.tokenizer.decode)
-            self._report(active, counts, start)
+                counts["generated"] += slot.tree.generated_tokens
+                yield slot.position, result_of(slot.tree, self.backend.tokenizer.decode)
+            self._report(counts, start)
 
-    def step(self, active: list[tuple[int, Tree]]) -> None:
+    def step(self) -> None:
         """One batched forward pass for every tree in flight: schedule, run, postprocess."""
-        items, rows = self._schedule(active)
-        shares = _token_shares(items, active)
+        items, rows, sent = self._schedule()
+        shares = _token_shares(items, self.scheduler.active)
         started = time.perf_counter()
         try:
-            logits = self.backend.step(items)
+            logits = self.backend.step(items) if items else np.empty((0, 0), dtype=np.float32)
         except CacheFull:
-            self._make_room(active)
-        else:
-            self._advance_prefills(items, active)
-            self._postprocess(rows, logits)
-            self.steps += 1
+            self._make_room(len(items), force=True)
+            return
+        for slot in self.scheduler.advance_catch_up(sent):
+            rows += [_Row(slot.tree, None)]
+        self._postprocess(rows, logits)
+        self.steps += 1
         elapsed = time.perf_counter() - started
         for tree, share in shares:
             tree.compute_s += elapsed * share
@@ -158,65 +164,44 @@ class Engine:
             self._marker_cache[text] = self.backend.tokenizer.encode_marker(text)
         return self._marker_cache[text]
 
-    def _admit(self, waiting: deque, active: list) -> None:
-        """Move prompts into the cache while their worst case fits beside the others.
-
-        Each prompt reserves M sequence slots, so a fork never waits for one,
-        and prompt + M * max_tokens cells, so no prompt's branches are ever cut
-        short because of its neighbours: a tree's result does not depend on
-        what else is in flight. A prompt is always admitted when it would be
-        alone; only then can the cache fill (see ``_make_room``).
-        """
-        backend = self.backend
-        while waiting:
-            if self.max_prompts_in_flight and len(active) >= self.max_prompts_in_flight:
-                return
-            tree = waiting[0][1]
-            slots = sum(t.request.branching.max_sequences for _, t in active)
-            cells = sum(_worst_case_cells(t.request) for _, t in active)
-            fits_slots = slots + tree.request.branching.max_sequences <= backend.max_sequences
-            fits_cells = cells + _worst_case_cells(tree.request) <= backend.n_ctx
-            if active and not (fits_slots and fits_cells):
-                return
-            position, tree = waiting.popleft()
-            tree.status = Status.PREFILLING
-            tree.root_seq = backend.new_sequence()
-            tree.started_at = time.perf_counter()
-            active.append((position, tree))
-
     # -- one step --------------------------------------------------------------------
 
-    def _schedule(self, active: list) -> tuple[list[StepItem], list[_Row]]:
+    def _decode_items(self) -> tuple[list[StepItem], list[_Row]]:
         items: list[StepItem] = []
         rows: list[_Row] = []
-        for _, tree in active:
+        for slot in self.scheduler.active:
+            tree = slot.tree
             if tree.status is Status.RUNNING:
                 for branch in tree.branches:
-                    if branch.pending is not None:
+                    if branch.pending is not None and branch.seq is not None and branch.index not in slot.catching:
                         items.append(StepItem(branch.seq, (branch.pending,)))
                         rows.append(_Row(tree, branch))
-        room = self.backend.n_batch - len(items)
-        for _, tree in active:
-            if tree.status is not Status.PREFILLING or room <= 0:
-                continue
-            prompt = tree.request.prompt_ids
-            chunk = prompt[tree.prefilled : tree.prefilled + room]
-            last = tree.prefilled + len(chunk) == len(prompt)
-            items.append(StepItem(tree.root_seq, chunk, want_logits=last))
-            if last:
-                rows.append(_Row(tree, None))
-            room -= len(chunk)
         return items, rows
 
-    def _advance_prefills(self, items: list[StepItem], active: list) -> None:
-        """Move each prefilling prompt's cursor by the chunk it sent."""
-        by_seq = {item.seq: len(item.tokens) for item in items}
-        for _, tree in active:
-            if tree.status is Status.PREFILLING and tree.root_seq in by_seq:
-                tree.prefilled += by_seq[tree.root_seq]
+    def _schedule(self) -> tuple[list[StepItem], list[_Row], list]:
+        """Every cached branch's pending token (preempting until they fit), then catch-up chunks in the room left."""
+        scheduler, backend = self.scheduler, self.backend
+        items, rows = self._decode_items()
+        while scheduler.overfull(len(items)) and self._make_room(len(items)):
+            items, rows = self._decode_items()
+        room = min(backend.n_batch - len(items), backend.n_ctx - backend.cells_in_use - len(items))
+        catch_up, sent = scheduler.catch_up_items(room)
+        return items + catch_up, rows, sent
+
+    def _make_room(self, tokens: int, *, force: bool = False) -> bool:
+        """Preempt the newest tree, or park a lone tree's newest branch; False when nothing can go."""
+        scheduler = self.scheduler
+        if scheduler.preempt_newest() or scheduler.abort_catch_up() or scheduler.park_newest_branch():
+            return True
+        if force:
+            raise EagerError("the KV cache cannot hold the next step of a single branch; raise ctx")
+        return False
 
     def _postprocess(self, rows: list[_Row], logits: np.ndarray) -> None:
         """Entropy of every row at once, then one brancher step per tree."""
+        if not rows:
+            return
+        # rows of decodes come first, in item order; a finished prompt's row is its last item's
         entropies = self._entropies(rows, logits)
         by_tree: dict[int, list[_Row]] = {}
         for row, row_logits, h in zip(rows, logits, entropies):
@@ -253,43 +238,25 @@ class Engine:
         the prompt is computed once however many sequences start from it.
         """
         tree.status = Status.RUNNING
-        first = tree.new_branch([], [], seq=tree.root_seq)
-        extra = [
-            tree.new_branch([], [], seq=self.backend.fork(tree.root_seq))
-            for _ in range(tree.method.initial_branches(tree) - 1)
-        ]
+        tree.started_at = tree.started_at or time.perf_counter()
+        root, tree.root_seq = tree.root_seq, None  # the first branch owns the prompt's sequence from now on
+        first = tree.new_branch([], [], seq=root)
+        extra = [tree.new_branch([], [], seq=self.backend.fork(root)) for _ in range(tree.method.initial_branches(tree) - 1)]
         return [first, *extra]
 
-    def _make_room(self, active: list) -> None:
-        """The cache is full: end the longest live branch with "length".
-
-        Nothing it generated is lost: it keeps its tokens and leaves the batch,
-        which frees the cells it alone used; the step is then tried again.
-        """
-        candidates = [
-            (len(t.request.prompt_ids) + len(b.token_ids), t, b)
-            for _, t in active
-            if t.status is Status.RUNNING
-            for b in t.branches
-            if b.pending is not None
-        ]
-        if not candidates:
-            raise EagerError("the KV cache cannot hold the prompt; raise ctx or shorten the prompt")
-        _, tree, victim = max(candidates, key=lambda c: c[0])
-        brancher.finish(victim, "length", self.driver)
-        _finish_if_done(tree)
-
-    def _report(self, active: list, counts: dict[str, int], start: float) -> None:
+    def _report(self, counts: dict[str, int], start: float) -> None:
         if not self.on_step:
             return
+        active = [slot.tree for slot in self.scheduler.active]
         self.on_step(
             StepStats(
                 steps=self.steps,
                 prompts_done=counts["done"],
                 prompts_in_flight=len(active),
-                live_branches=sum(len(t.live) for _, t in active),
-                generated_tokens=counts["generated"] + sum(t.generated_tokens for _, t in active),
+                live_branches=sum(len(t.live) for t in active),
+                generated_tokens=counts["generated"] + sum(t.generated_tokens for t in active),
                 elapsed_s=time.perf_counter() - start,
+                preemptions=self.preemptions,
             )
         )
 
@@ -300,12 +267,6 @@ def _finish_if_done(tree: Tree) -> None:
         tree.finished_at = time.perf_counter()
 
 
-def _split_finished(active: list) -> tuple[list, list]:
-    still = [(p, t) for p, t in active if t.status is not Status.FINISHED]
-    done = [(p, t) for p, t in active if t.status is Status.FINISHED]
-    return still, done
-
-
 def _token_shares(items: list[StepItem], active: list) -> list[tuple[Tree, float]]:
     """Each prompt's fraction of the tokens in a step.
 
@@ -314,8 +275,9 @@ def _token_shares(items: list[StepItem], active: list) -> list[tuple[Tree, float
     run's wall-clock.
     """
     owner: dict[int, Tree] = {}
-    for _, tree in active:
-        if tree.status is Status.PREFILLING:
+    for slot in active:
+        tree = slot.tree
+        if tree.root_seq is not None:
             owner[tree.root_seq] = tree
         for branch in tree.branches:
             if branch.seq is not None:
@@ -327,8 +289,3 @@ def _token_shares(items: list[StepItem], active: list) -> list[tuple[Tree, float
         counts.setdefault(id(tree), [tree, 0])[1] += len(item.tokens)
         total += len(item.tokens)
     return [(tree, n / total) for tree, n in counts.values()] if total else []
-
-
-def _worst_case_cells(request: TreeRequest) -> int:
-    """Cache cells a prompt's tree can use at most: its prompt and M full sequences."""
-    return len(request.prompt_ids) + request.branching.max_sequences * request.sampling.max_tokens

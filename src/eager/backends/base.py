@@ -56,6 +56,8 @@ class Backend(Protocol):
     max_sequences: int  # sequences that may exist at once
     kv_bytes_per_cell: int  # memory one cache cell takes (K and V of every layer)
     tokens_decoded: int  # every token ever sent to the model, prompts included
+    cells_in_use: int  # cache cells some sequence holds (a shared prefix once)
+    free_sequences: int  # sequence handles not in use
 
     def new_sequence(self) -> int: ...
 
@@ -68,24 +70,70 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+class _Segment:
+    """Cells appended to one sequence between forks; shared by every sequence forked after them."""
+
+    __slots__ = ("parent", "cells", "holders")
+
+    def __init__(self, parent: "_Segment | None") -> None:
+        self.parent = parent
+        self.cells = 0
+        self.holders = 1  # sequences and child segments that reference it
+
+
 class SequenceSlots:
-    """Hands out sequence ids 0..n-1 and takes them back; tracks lengths."""
+    """Hands out sequence ids 0..n-1 and takes them back; tracks lengths and cells in use.
+
+    Cells are counted as a unified cache holds them: a fork shares every cell
+    of its parent, and a cell is free once no sequence references it. Each
+    sequence points at a chain of segments; a fork ends the parent's current
+    segment and starts one for each side, so appending, forking and releasing
+    cost O(1) (a release walks up only the segments it alone held).
+    """
 
     def __init__(self, n: int) -> None:
         self._free = list(range(n - 1, -1, -1))
         self.length: dict[int, int] = {}
+        self._segment: dict[int, _Segment] = {}
+        self.cells_in_use = 0
 
     def take(self) -> int:
         if not self._free:
             raise RuntimeError("no free sequence slot; the scheduler admitted too many sequences")
         seq = self._free.pop()
         self.length[seq] = 0
+        self._segment[seq] = _Segment(None)
         return seq
+
+    def fork(self, seq: int) -> int:
+        child = self.take()
+        shared = self._segment[seq]
+        shared.holders += 1  # now held by two new segments (one was counted already)
+        self._segment[seq] = _Segment(shared)
+        self._segment[child] = _Segment(shared)
+        self.length[child] = self.length[seq]
+        return child
+
+    def append(self, seq: int, n: int) -> None:
+        self.length[seq] += n
+        self._segment[seq].cells += n
+        self.cells_in_use += n
 
     def give_back(self, seq: int) -> None:
         del self.length[seq]
+        segment = self._segment.pop(seq)
+        while segment is not None:
+            segment.holders -= 1
+            if segment.holders:
+                break
+            self.cells_in_use -= segment.cells
+            segment = segment.parent
         self._free.append(seq)
 
     @property
     def in_use(self) -> int:
         return len(self.length)
+
+    @property
+    def free(self) -> int:
+        return len(self._free)

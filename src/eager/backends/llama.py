@@ -251,9 +251,8 @@ class LlamaBackend:
         return self._slots.take()
 
     def fork(self, seq: int) -> int:
-        child = self._slots.take()
+        child = self._slots.fork(seq)
         self._lib.llama_memory_seq_cp(self._memory, seq, child, -1, -1)
-        self._slots.length[child] = self._slots.length[seq]
         return child
 
     def release(self, seq: int) -> None:
@@ -262,6 +261,14 @@ class LlamaBackend:
 
     def sequence_length(self, seq: int) -> int:
         return self._slots.length[seq]
+
+    @property
+    def cells_in_use(self) -> int:
+        return self._slots.cells_in_use
+
+    @property
+    def free_sequences(self) -> int:
+        return self._slots.free
 
     # -- the forward pass ------------------------------------------------------------
 
@@ -293,7 +300,7 @@ class LlamaBackend:
             raise RuntimeError(f"llama_decode failed with status {status}")
         self.tokens_decoded += n
         for item in items:
-            lengths[item.seq] += len(item.tokens)
+            self._slots.append(item.seq, len(item.tokens))
         return self._read_logits(outputs)
 
     def _read_logits(self, outputs: list[int]) -> np.ndarray:

@@ -100,6 +100,15 @@ class MockBackend:
     def cells_in_use(self) -> int:
         return len(self._refcount)
 
+    @property
+    def free_sequences(self) -> int:
+        return self._slots.free
+
+    @property
+    def ledger_cells(self) -> int:
+        """Cells in use by the O(1) segment count every backend can use (tests compare it with the cell model)."""
+        return self._slots.cells_in_use
+
     def new_sequence(self) -> int:
         seq = self._slots.take()
         self._history[seq] = []
@@ -107,7 +116,7 @@ class MockBackend:
         return seq
 
     def fork(self, seq: int) -> int:
-        child = self._slots.take()
+        child = self._slots.fork(seq)
         self._history[child] = list(self._history[seq])
         self._cells[child] = list(self._cells[seq])
         for cell in self._cells[child]:
@@ -131,6 +140,7 @@ class MockBackend:
             raise CacheFull(f"no room for {n} tokens")
         rows = []
         for item in items:
+            self._slots.append(item.seq, len(item.tokens))
             self._history[item.seq].extend(int(t) for t in item.tokens)
             for _ in item.tokens:
                 self._cells[item.seq].append(self._next_cell)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from eager.cli import bench, evaluate, generate
+from eager.cli import bench, evaluate, generate, grade
 from eager.cli.options import flag_names, flagged
 from eager.errors import EagerError
 
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print JSON")
     models.set_defaults(func=cmd_models)
     bench.add_parser(sub)
+    grade.add_parser(sub)
     return parser
 
 

@@ -6,9 +6,21 @@ import sys
 from pathlib import Path
 
 from eager.cli.generate import add_model_options
-from eager.cli.options import add_config_options, config_from_args
+from eager.cli.options import PAPER, Given, add_config_options, add_preset_option, config_from_args
 from eager.core.config import BranchingConfig, EngineConfig, SamplingConfig
 from eager.errors import EagerError
+
+# The paper's settings for an evaluation: the question alone as the user message (the
+# reference sends the bare AIME / MATH / HMMT problem through the chat template) and
+# boxed-only answers.
+EVAL_PRESETS = {
+    "paper": {
+        "M": str(PAPER["max_sequences"]),
+        **{k: v for k, v in PAPER.items() if k != "max_sequences"},
+        "extract": "boxed",
+        "template": "{question}",
+    }
+}
 
 EPILOG = """\
 methods (all on the same prompts and model):
@@ -24,6 +36,10 @@ summary.json, summary.md, tradeoff.png. Interrupted? Run the same command again:
 finished prompts are kept and skipped. A different configuration in the same
 directory is refused; adding a method is fine.
 
+answers: the last \\boxed{} of a sequence only, as the paper (--extract boxed);
+--extract lenient also takes the text after "answer is", else the last number.
+`eager grade --gold GOLD TEXT` shows how one output is graded.
+
 examples:
   eager eval --model smollm2-135m --dataset gsm8k --limit 20 -M 8 --out runs/gsm8k
   eager eval --dataset math500 --limit 50 -M 4,8,16 --methods parallel,eager-adapt --out runs/sweep
@@ -31,6 +47,7 @@ examples:
   eager report runs/gsm8k
   eager eval --dataset gsm8k --limit 200 -M 8 --ray --ray-workers 2 --out runs/ray
   eager eval --dataset math500 -M 16 --ray HEAD:6379 --out runs/cluster   (docs/scale.md)
+  eager eval --model openai:http://HOST:8000/v1 --dataset math500 --preset paper --out runs/paper
 """
 
 
@@ -47,6 +64,7 @@ def add_parsers(sub) -> None:
 
 def _add_eval_options(p) -> None:
     from eager.eval.budget import ReallocationConfig
+    from eager.eval.config import EvalConfig
     from eager.eval.datasets import DATASETS
     from eager.eval.methods import EVAL_METHODS
 
@@ -59,13 +77,14 @@ def _add_eval_options(p) -> None:
     d.add_argument("--limit", type=int, default=None, help="evaluate at most N problems (after --ids and --offset)")
     d.add_argument("--offset", type=int, default=0, help="skip the first K problems (default: 0)")
     d.add_argument("--ids", default=None, metavar="FILE", help="a file of problem ids, one per line: evaluate only those")
-    d.add_argument("--template", default=None, help="user message with {question}; literal braces doubled (default: asks for the answer in \\boxed{})")
+    d.add_argument("--template", action=Given, default=None, help="user message with {question}; literal braces doubled (default: asks for the answer in \\boxed{})")
 
     r = p.add_argument_group("run")
     r.add_argument("--out", required=True, help="output directory (created; an existing run of the same configuration is resumed)")
     r.add_argument("--methods", default=",".join(EVAL_METHODS), help=f"comma list of methods (default: {','.join(EVAL_METHODS)})")
-    r.add_argument("-M", "--max-sequences", dest="M", default=str(BranchingConfig.max_sequences), help=f"sequences per prompt; a comma list like 4,8,16 sweeps the budget (default: {BranchingConfig.max_sequences})")
+    r.add_argument("-M", "--max-sequences", dest="M", action=Given, default=str(BranchingConfig.max_sequences), help=f"sequences per prompt; a comma list like 4,8,16 sweeps the budget (default: {BranchingConfig.max_sequences})")
     r.add_argument("--grade-timeout", type=float, default=5.0, help="seconds Math-Verify may spend on one answer (default: 5)")
+    add_config_options(r, EvalConfig)
 
     add_model_options(p)
     add_config_options(p.add_argument_group("branching (EAGER-init)"), BranchingConfig, exclude=("max_sequences",))
@@ -77,6 +96,7 @@ def _add_eval_options(p) -> None:
     y.add_argument("--ray-workers", type=int, default=None, help="workers, each loading the model once (default: 2 on a local cluster, one per node on a running one)")
     y.add_argument("--ray-cpus-per-worker", type=int, default=None, help="CPUs per worker, also llama.cpp threads unless --threads (default: CPUs / workers locally, the smallest node's CPUs on a cluster)")
     y.add_argument("--ray-retries", type=int, default=2, help="a shard whose worker dies moves to a new worker at most this many times (default: 2)")
+    add_preset_option(p, EVAL_PRESETS)
 
 
 def _budgets(text: str) -> tuple[int, ...]:
@@ -111,6 +131,7 @@ def eval_config(args):
         engine=config_from_args(EngineConfig, args),
         reallocation=config_from_args(ReallocationConfig, args),
         grade_timeout_s=args.grade_timeout,
+        extract=args.extract,
     )
 
 

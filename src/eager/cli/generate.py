@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from eager.cli.options import add_config_options, config_from_args
+from eager.cli.options import GENERATE_PRESETS, add_config_options, add_preset_option, config_from_args
 from eager.core.config import BranchingConfig, EngineConfig, SamplingConfig
 from eager.errors import EagerError
 from eager.models import DEFAULT_MODEL
@@ -39,6 +39,7 @@ def add_parser(sub) -> None:
     b.add_argument("--method", default="eager-init", help="eager-init (entropy-aware branching) or parallel (M independent samples) (default: eager-init)")
     add_config_options(b, BranchingConfig)
     add_config_options(gen.add_argument_group("sampling"), SamplingConfig)
+    add_preset_option(gen, GENERATE_PRESETS)
     gen.set_defaults(func=cmd_generate)
 
 

@@ -39,6 +39,7 @@ class GenerationResult:
     generated_tokens: int  # what the engine computed: a shared prefix counted once
     wall_s: float  # this prompt's share of the engine's time (shares of one run add up to its wall-clock)
     latency_s: float  # from entering the cache to its last branch finishing
+    preemptions: int = 0  # times its cache was released to make room (recomputed from its tokens)
 
     @property
     def sequence_tokens(self) -> int:
@@ -56,6 +57,7 @@ class GenerationResult:
             "sequence_tokens": self.sequence_tokens,
             "wall_s": round(self.wall_s, 4),
             "latency_s": round(self.latency_s, 4),
+            "preemptions": self.preemptions,
         }
 
 
@@ -83,6 +85,7 @@ def result_of(tree: Tree, decode) -> GenerationResult:
         generated_tokens=tree.generated_tokens,
         wall_s=tree.compute_s,
         latency_s=tree.finished_at - tree.started_at,
+        preemptions=tree.preemptions,
     )
 
 
@@ -96,3 +99,4 @@ class StepStats:
     live_branches: int
     generated_tokens: int
     elapsed_s: float
+    preemptions: int = 0  # trees preempted (released, recomputed later) and branches parked so far

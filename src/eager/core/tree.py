@@ -21,12 +21,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from eager.core.config import BranchingConfig, SamplingConfig
+from eager.core.quantile import RunningPercentile
 from eager.errors import EagerError
 
 
 class Status(Enum):
     WAITING = "waiting"  # the prompt is not in the cache yet
     PREFILLING = "prefilling"
+    RECOMPUTING = "recomputing"  # preempted, back in the cache, rebuilding it from its tokens
     RUNNING = "running"
     FINISHED = "finished"
 
@@ -100,30 +102,26 @@ class Tree:
     started_at: float = 0.0
     finished_at: float = 0.0
     compute_s: float = 0.0  # this prompt's share of step time, by tokens in each step
-    _history: np.ndarray = field(default_factory=lambda: np.empty(256, dtype=np.float64))
-    _n_history: int = 0
+    preemptions: int = 0  # times its cache was released to make room
+    history: RunningPercentile = field(default_factory=lambda: RunningPercentile(99.0))
 
     # -- entropy history for the dynamic threshold ---------------------------------
 
     def record_entropies(self, values: Sequence[float]) -> None:
-        need = self._n_history + len(values)
-        if need > len(self._history):
-            grown = np.empty(max(need, 2 * len(self._history)), dtype=np.float64)
-            grown[: self._n_history] = self._history[: self._n_history]
-            self._history = grown
-        self._history[self._n_history : need] = values
-        self._n_history = need
+        self.history.extend(values)
 
     def effective_theta(self) -> float:
         """theta_eff = max(theta, P99 of the entropies seen so far for this prompt).
 
         "So far" means before the current step, so the first step of a prompt
-        compares against theta alone.
+        compares against theta alone. The P99 is kept up to date as entropies
+        arrive (:class:`~eager.core.quantile.RunningPercentile`), equal to
+        ``np.percentile(history, 99)``.
         """
         cfg = self.request.branching
-        if not cfg.dynamic_theta or self._n_history == 0:
+        if not cfg.dynamic_theta or self.history.n == 0:
             return cfg.theta
-        return max(cfg.theta, float(np.percentile(self._history[: self._n_history], 99)))
+        return max(cfg.theta, self.history.value())
 
     # -- the window W, by the tree's steps ------------------------------------------
 

@@ -4,7 +4,10 @@
 :class:`SamplingConfig`, :class:`EngineConfig`, :class:`ReallocationConfig`),
 so a default lives in one place. :meth:`EvalConfig.of` takes the same options
 as flat keywords. ``config.json`` stores them flat (:func:`stored_config`), so
-a directory written before the nesting still resumes.
+a directory written before the nesting still resumes. A key that an older
+``config.json`` lacks is read as the value that run used (:data:`LEGACY_VALUES`):
+a run from before extraction modes graded leniently, so it resumes only under
+``extract="lenient"``.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from eager.core.config import BranchingConfig, EngineConfig, SamplingConfig, split_options
+from eager.core.config import BranchingConfig, EngineConfig, SamplingConfig, option, split_options
 from eager.errors import EagerError
 from eager.eval.budget import ReallocationConfig
 from eager.eval.datasets import DEFAULT_TEMPLATE, Problem
+from eager.eval.grading import DEFAULT_EXTRACT, EXTRACT_MODES, LEGACY_EXTRACT, check_extract_mode
 from eager.eval.methods import EVAL_METHODS, INIT_METHOD, REALLOCATION_METHODS, TREE_METHODS
 from eager.models import DEFAULT_MODEL
 
@@ -52,6 +56,9 @@ class EvalConfig:
         chat: apply the model's chat template.
         branching, sampling, engine, reallocation: the nested rule configs.
         grade_timeout_s: Math-Verify limit per answer.
+        extract: how the answer is read from a sequence: "boxed" (the paper's rule:
+            the last \\boxed{} only; no box or a truncated one is wrong) or "lenient"
+            (else the text after "answer is", else the last number).
     """
 
     out_dir: str
@@ -73,6 +80,12 @@ class EvalConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     reallocation: ReallocationConfig = field(default_factory=ReallocationConfig)
     grade_timeout_s: float = 5.0
+    extract: str = option(
+        DEFAULT_EXTRACT,
+        "answers: boxed = the last \\boxed{} only, as the paper (an unboxed or truncated chain is wrong); "
+        "lenient = else the text after 'answer is', else the last number (default: {default})",
+        choices=EXTRACT_MODES,
+    )
 
     @classmethod
     def of(cls, **options: Any) -> "EvalConfig":
@@ -98,6 +111,7 @@ class EvalConfig:
             set_(self, "ids", tuple(str(i) for i in _as_tuple(self.ids, "ids")))
         if "{question}" not in self.template:
             raise EagerError("the prompt template must contain the placeholder {question}")
+        check_extract_mode(self.extract)
         if not self.grade_timeout_s > 0:
             raise EagerError(f"grade_timeout_s must be > 0 s, got {self.grade_timeout_s}")
         if self.sampling.max_tokens >= self.engine.ctx:
@@ -167,6 +181,15 @@ def stored_config(config: EvalConfig, problems: Sequence[Problem], verifier_labe
     stored["problems_sha256"] = problems_digest(problems)
     stored["verifier"] = verifier_label
     return stored
+
+
+# What a config.json written before a key existed meant by its absence.
+LEGACY_VALUES: dict[str, Any] = {"extract": LEGACY_EXTRACT}
+
+
+def with_legacy_values(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored configuration with the keys it predates filled in as that run behaved."""
+    return {**LEGACY_VALUES, **stored}
 
 
 def problems_digest(problems: Sequence[Problem]) -> str:

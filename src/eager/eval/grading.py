@@ -1,9 +1,19 @@
 """Answers: pull the final answer out of a model's text and grade it against the gold.
 
-Extraction is plain string work (``extract_answer``); equivalence is decided by
-Math-Verify (``Grader``), which parses both sides to SymPy and compares them.
-Grading never raises: a parse failure, a SymPy error or a timeout counts as wrong
-and is logged, so one odd output cannot stop an evaluation run.
+Extraction is plain string work, one function per mode (``EXTRACTORS``):
+
+* ``boxed`` (the default, as the paper): the last ``\\boxed{...}`` only. A chain
+  with no box, or whose last box is never closed (a truncated output), has no
+  answer and is wrong.
+* ``lenient``: the last complete box, else the text after "answer is", else the
+  last number in the text (what eager did before the paper's rule was adopted).
+
+:func:`extract` returns the answer and where it came from (``"boxed"``,
+``"fallback"`` or ``"none"``). Equivalence is decided by Math-Verify
+(:class:`Grader`, :class:`AnswerEquivalence`), which parses both sides to SymPy
+and compares them. Grading never raises: a parse failure, a SymPy error or a
+timeout counts as wrong (or "not equal") and is logged, so one odd output cannot
+stop an evaluation run.
 """
 
 from __future__ import annotations
@@ -12,13 +22,17 @@ import logging
 import math
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple
 
 from eager.errors import EagerError
 
 logger = logging.getLogger(__name__)
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
+_BOX_START = re.compile("|".join(re.escape(command) for command in _BOX_COMMANDS) + r"(?![A-Za-z])")
+_SPACES = re.compile(r"\s*")
+_BARE_ARGUMENT = re.compile(r"[^\s$]+")
 _ANSWER_PHRASE = re.compile(r"answer\s+is|answer\s*:", re.IGNORECASE)
 # A number: optional minus, digits with optional thousands commas, optional decimals,
 # optionally a fraction a/b. The look-behind keeps "x2" or "3.14" from yielding "2" / "14".
@@ -28,31 +42,74 @@ _NUMBER = re.compile(
 _MATH_SPAN = re.compile(r"^\$+(.+?)\$+|^\\\((.+?)\\\)|^\\\[(.+?)\\\]", re.DOTALL)
 _UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
 
-
-def _balanced_group(text: str, open_at: int) -> str | None:
-    """Content of the ``{...}`` group opening at ``text[open_at]``, or None if unclosed."""
-    depth = 0
-    for i in range(open_at, len(text)):
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[open_at + 1 : i]
-    return None
+# Where an extracted answer came from.
+SOURCE_BOXED = "boxed"
+SOURCE_FALLBACK = "fallback"
+SOURCE_NONE = "none"
 
 
-def _box_content(text: str, start: int) -> str | None:
-    """Argument of a box command whose name ends just before ``text[start]``."""
-    rest = text[start:]
-    stripped = rest.lstrip()
-    if stripped.startswith("{"):
-        return _balanced_group(text, start + len(rest) - len(stripped))
-    if stripped is not rest and stripped:
+class Extracted(NamedTuple):
+    """An extracted answer (None if the text has none) and its source: "boxed", "fallback" or "none"."""
+
+    answer: str | None
+    source: str
+
+
+class Graded(NamedTuple):
+    """An extracted answer, its source, and whether it equals the gold."""
+
+    answer: str | None
+    source: str
+    correct: bool
+
+
+# -- boxes ------------------------------------------------------------------------------
+
+
+def _matching_braces(text: str) -> dict[int, int]:
+    """Position of each ``{`` -> position of the ``}`` that closes it (unclosed ones absent); one pass."""
+    closes: dict[int, int] = {}
+    opened: list[int] = []
+    for i, char in enumerate(text):
+        if char == "{":
+            opened.append(i)
+        elif char == "}" and opened:
+            closes[opened.pop()] = i
+    return closes
+
+
+def _box_content(text: str, start: int, closes: dict[int, int]) -> str | None:
+    """Argument of a box command whose name ends just before ``text[start]``; None if unclosed or absent."""
+    at = _SPACES.match(text, start).end()
+    if text.startswith("{", at):
+        close_at = closes.get(at)
+        return None if close_at is None else text[at + 1 : close_at]
+    if at > start:
         # "\boxed 5": TeX takes the next token; we take up to whitespace or a "$".
-        token = re.match(r"[^\s$]+", stripped)
+        token = _BARE_ARGUMENT.match(text, at)
         return token.group(0) if token else None
     return None
+
+
+def _box_starts(text: str) -> list[int]:
+    """Where the argument of each ``\\boxed`` / ``\\fbox`` command begins, in text order."""
+    return [m.end() for m in _BOX_START.finditer(text)]
+
+
+def _stripped(content: str | None) -> str | None:
+    return content.strip() if content is not None and content.strip() else None
+
+
+def final_box(text: str) -> str | None:
+    r"""Content of the LAST ``\boxed`` / ``\fbox`` command in ``text``, stripped, or None.
+
+    None when there is no box, or when the last box is empty or never closed (an
+    output cut off inside its answer): an earlier box is not used, as in the paper.
+    """
+    starts = _box_starts(text)
+    if not starts:
+        return None
+    return _stripped(_box_content(text, starts[-1], _matching_braces(text)))
 
 
 def last_boxed(text: str) -> str | None:
@@ -62,16 +119,16 @@ def last_boxed(text: str) -> str | None:
     the next whitespace or ``$``. A box that is never closed (a truncated output) or
     is empty is skipped, so the previous complete box is used instead.
     """
-    starts = sorted(
-        m.end()
-        for command in _BOX_COMMANDS
-        for m in re.finditer(re.escape(command) + r"(?![A-Za-z])", text)
-    )
+    starts = _box_starts(text)
+    closes = _matching_braces(text) if starts else {}
     for start in reversed(starts):
-        content = _box_content(text, start)
-        if content is not None and content.strip():
-            return content.strip()
+        content = _stripped(_box_content(text, start, closes))
+        if content is not None:
+            return content
     return None
+
+
+# -- fallbacks --------------------------------------------------------------------------
 
 
 def _after_answer_phrase(text: str) -> str | None:
@@ -96,13 +153,23 @@ def _last_number(text: str) -> str | None:
     return numbers[-1].replace(",", "") if numbers else None
 
 
-def extract_answer(text: str) -> str | None:
-    r"""The final answer written in ``text``, as a string, or None if there is none.
+# -- the extraction modes ---------------------------------------------------------------
 
-    In order of preference:
+
+def boxed_only(text: str) -> Extracted:
+    r"""The paper's rule: the content of the last ``\boxed{...}`` (also ``\fbox{...}``
+    and ``\boxed 5``), nested braces balanced; nothing else. No box, or a last box
+    that is empty or never closed, gives no answer."""
+    answer = final_box(text)
+    return Extracted(answer, SOURCE_BOXED if answer is not None else SOURCE_NONE)
+
+
+def with_fallbacks(text: str) -> Extracted:
+    r"""The lenient rule, in order of preference:
 
     1. the content of the LAST complete ``\boxed{...}`` or ``\fbox{...}`` (nested
-       braces balanced; ``\boxed 5`` also accepted), stripped;
+       braces balanced; ``\boxed 5`` also accepted; an unclosed or empty last box is
+       skipped for the one before it), stripped;
     2. otherwise the text after the last "answer is" / "Answer:" phrase (case
        insensitive), on the same line: the content of a leading ``$...$``, ``\(...\)``
        or ``\[...\]`` span if there is one, else a leading number (an optional ``$``
@@ -110,14 +177,42 @@ def extract_answer(text: str) -> str | None:
        without a trailing period;
     3. otherwise the last number in the text: integers, decimals, negatives and
        fractions such as ``3/4``, with thousands commas removed ("1,234" -> "1234").
+
+    Steps 2 and 3 are the "fallback" source.
     """
     boxed = last_boxed(text)
     if boxed is not None:
-        return boxed
-    phrase = _after_answer_phrase(text)
-    if phrase is not None:
-        return phrase
-    return _last_number(text)
+        return Extracted(boxed, SOURCE_BOXED)
+    fallback = _after_answer_phrase(text)
+    if fallback is None:
+        fallback = _last_number(text)
+    return Extracted(fallback, SOURCE_FALLBACK if fallback is not None else SOURCE_NONE)
+
+
+EXTRACTORS: dict[str, Callable[[str], Extracted]] = {"boxed": boxed_only, "lenient": with_fallbacks}
+EXTRACT_MODES = tuple(EXTRACTORS)
+DEFAULT_EXTRACT = "boxed"
+# Runs written before extraction modes existed graded with the fallbacks.
+LEGACY_EXTRACT = "lenient"
+
+
+def check_extract_mode(mode: str) -> str:
+    if mode not in EXTRACTORS:
+        raise EagerError(f"unknown extraction mode {mode!r}; choose from {', '.join(EXTRACT_MODES)}")
+    return mode
+
+
+def extract(text: str, mode: str = DEFAULT_EXTRACT) -> Extracted:
+    """The final answer written in ``text`` under extraction ``mode``, and its source."""
+    return EXTRACTORS[check_extract_mode(mode)](text)
+
+
+def extract_answer(text: str) -> str | None:
+    """The lenient answer of ``text`` (box, else "answer is", else the last number), or None."""
+    return with_fallbacks(text).answer
+
+
+# -- equivalence ------------------------------------------------------------------------
 
 
 def _normalise(answer: str) -> str:
@@ -142,6 +237,11 @@ def _prediction_latex(answer: str) -> str:
     return f"\\boxed{{{answer}}}"
 
 
+def _fatal(error: BaseException) -> bool:
+    # math-verify's TimeoutException is a BaseException: catch broadly, but let these through
+    return isinstance(error, (KeyboardInterrupt, SystemExit))
+
+
 @dataclass(frozen=True)
 class Grader:
     """Mathematical-equivalence grading with Math-Verify.
@@ -159,7 +259,8 @@ class Grader:
         if not self.timeout_s > 0:
             raise EagerError(f"Grader timeout_s must be > 0, got {self.timeout_s}")
 
-    def _mv_timeout(self) -> int | None:
+    def mv_timeout(self) -> int | None:
+        """Math-Verify's timeout argument here: whole seconds, or None outside the main thread."""
         if threading.current_thread() is not threading.main_thread():
             return None
         return max(1, math.ceil(self.timeout_s))
@@ -172,8 +273,8 @@ class Grader:
             return True
         try:
             return self._verify(answer, gold)
-        except BaseException as error:  # math-verify's TimeoutException is a BaseException
-            if isinstance(error, (KeyboardInterrupt, SystemExit)):
+        except BaseException as error:
+            if _fatal(error):
                 raise
             logger.warning(
                 "grading failed (%s: %s); counted as wrong: answer=%.200r gold=%.200r",
@@ -184,7 +285,7 @@ class Grader:
     def _verify(self, answer: str, gold: str) -> bool:
         from math_verify import parse, verify
 
-        timeout = self._mv_timeout()
+        timeout = self.mv_timeout()
         gold_parsed = parse(_gold_latex(gold), parsing_timeout=timeout, raise_on_error=True)
         pred_parsed = parse(_prediction_latex(answer), parsing_timeout=timeout, raise_on_error=True)
         if not gold_parsed or not pred_parsed:
@@ -192,7 +293,57 @@ class Grader:
         return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout, raise_on_error=True))
 
 
-def grade(text: str, gold: str, grader: Grader = Grader()) -> tuple[str | None, bool]:
-    """Extract the answer from a model output and grade it: ``(answer, correct)``."""
-    answer = extract_answer(text)
-    return answer, grader.is_correct(answer, gold)
+@dataclass
+class AnswerEquivalence:
+    """``equivalence(first, second)``: are two extracted answers the same mathematical
+    object? Math-Verify, with the grader's timeout; never raises.
+
+    Each answer is parsed once and kept (one object can judge all the answers of a
+    report); an answer that fails to parse or times out is equal only to answers
+    written the same way (after the grader's quick normalisation). ``first`` is the
+    reference side of Math-Verify's comparison (a vote group's representative).
+    """
+
+    grader: Grader = field(default_factory=Grader)
+    _parsed: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __call__(self, first: str, second: str) -> bool:
+        if _normalise(first) == _normalise(second):
+            return True
+        reference, candidate = self._parse(first), self._parse(second)
+        if not reference or not candidate:
+            return False
+        try:
+            from math_verify import verify
+
+            timeout = self.grader.mv_timeout()
+            return bool(verify(reference, candidate, timeout_seconds=timeout, raise_on_error=True))
+        except BaseException as error:
+            if _fatal(error):
+                raise
+            logger.warning("comparing answers failed (%s: %s); counted as different: %.200r vs %.200r",
+                           type(error).__name__, error, first, second)
+            return False
+
+    def _parse(self, answer: str) -> Any:
+        if answer not in self._parsed:
+            self._parsed[answer] = self._parse_once(answer)
+        return self._parsed[answer]
+
+    def _parse_once(self, answer: str) -> Any:
+        try:
+            from math_verify import parse
+
+            return parse(_prediction_latex(answer), parsing_timeout=self.grader.mv_timeout(), raise_on_error=True)
+        except BaseException as error:
+            if _fatal(error):
+                raise
+            logger.warning("parsing an answer failed (%s: %s); it votes only with identical answers: %.200r",
+                           type(error).__name__, error, answer)
+            return None
+
+
+def grade(text: str, gold: str, grader: Grader = Grader(), mode: str = DEFAULT_EXTRACT) -> Graded:
+    """Extract the answer from a model output under ``mode`` and grade it against ``gold``."""
+    answer, source = extract(text, mode)
+    return Graded(answer, source, grader.is_correct(answer, gold))

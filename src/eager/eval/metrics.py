@@ -8,18 +8,28 @@ Per prompt with n sequences of which c are correct:
   n sequences holds at least one correct one, 1 - C(n-c, k) / C(n, k), for fixed k.
 - pass rate: c / n.
 - Cons@k: majority vote over the extracted answers; 1 if the winner is correct.
+  Answers that Math-Verify finds equal are one vote ("\\frac{1}{2}" and "0.5"):
+  each answer joins the first earlier group whose representative (the group's
+  first answer) it equals, else starts a group; the largest group wins, a tie goes
+  to the group whose first answer comes first. Answers written the same way (after
+  ``normalize_vote``) are grouped before any Math-Verify call, so a record of 32
+  sequences costs at most (distinct answers x groups) comparisons.
+- Cons@k exact: the same vote over the normalised strings only (the reference
+  implementation's vote: lower-cased, spaces removed).
 
 ``summarize`` averages these over prompts and sums the cost counters.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from eager.errors import EagerError
+
+# equivalent(representative, answer) -> bool: are two extracted answers the same value?
+Equivalence = Callable[[str, str], bool]
 
 
 def pass_at_any(correct: Sequence[bool]) -> float:
@@ -53,44 +63,84 @@ def pass_rate(correct: Sequence[bool]) -> float:
 
 
 def normalize_vote(answer: str | None) -> str | None:
-    """Light normalisation before voting: strip, drop surrounding ``$``, drop all
-    whitespace. ``" $\\frac{1}{2}$ "`` and ``"\\frac {1}{2}"`` vote together;
-    no mathematical equivalence is attempted ("0.5" and "\\frac{1}{2}" differ).
-    Returns None for None or an answer that is empty after normalisation."""
+    """The exact vote's key: strip, drop surrounding ``$``, drop all whitespace, lower-case
+    (as the reference implementation; Math-Verify does not tell ``x`` from ``X`` either).
+    ``" $\\frac{1}{2}$ "`` and ``"\\frac {1}{2}"`` vote together; "0.5" and
+    "\\frac{1}{2}" do not. Returns None for None or an answer that is empty after
+    normalisation."""
     if answer is None:
         return None
-    key = "".join(answer.strip().strip("$").split())
+    key = "".join(answer.strip().strip("$").split()).lower()
     return key or None
 
 
-def _majority_index(answers: Sequence[str | None]) -> int | None:
-    """Index of the first occurrence of the most common answer (ties: earliest first occurrence)."""
-    keys = [normalize_vote(answer) for answer in answers]
-    counts = Counter(key for key in keys if key is not None)
-    if not counts:
-        return None
-    top = max(counts.values())
-    for index, key in enumerate(keys):
-        if key is not None and counts[key] == top:
-            return index
-    return None  # unreachable: counts is non-empty
+def vote_groups(answers: Sequence[str | None], equivalent: Equivalence | None = None) -> list[list[int]]:
+    """Answer positions grouped into votes (each group sorted), groups in order of their first answer.
 
-
-def majority_vote(answers: Sequence[str | None]) -> str | None:
-    """Most common answer (after ``normalize_vote``), ignoring None.
-
-    Ties go to the answer whose first occurrence comes first. Returns that first
-    occurrence as written (not normalised), or None if there is no answer at all.
+    Answers with the same ``normalize_vote`` key are one group without any call of
+    ``equivalent`` (without ``equivalent``, that is the whole exact vote). With it,
+    each further distinct key is compared with the representatives (first answers)
+    of the groups before it, in order, and joins the first one it equals, else
+    starts a group. None answers vote for nothing.
     """
-    index = _majority_index(answers)
+    by_key: dict[str, list[int]] = {}
+    for index, answer in enumerate(answers):
+        key = normalize_vote(answer)
+        if key is not None:
+            by_key.setdefault(key, []).append(index)
+    groups: list[list[int]] = []
+    for positions in by_key.values():  # dicts keep first-occurrence order
+        home = _first_equal_group(groups, answers, answers[positions[0]], equivalent)
+        if home is None:
+            groups.append(list(positions))
+        else:
+            home.extend(positions)
+    return [sorted(group) for group in groups]
+
+
+def _first_equal_group(groups: list[list[int]], answers: Sequence[str | None], answer: str, equivalent: Equivalence | None) -> list[int] | None:
+    if equivalent is None:
+        return None
+    for group in groups:
+        if _safe_equal(equivalent, answers[group[0]], answer):
+            return group
+    return None
+
+
+def _safe_equal(equivalent: Equivalence, first: str, second: str) -> bool:
+    """A vote never crashes a report: an equivalence that raises means "different"."""
+    try:
+        return bool(equivalent(first, second))
+    except Exception:
+        return False
+
+
+def _majority_index(answers: Sequence[str | None], equivalent: Equivalence | None = None) -> int | None:
+    """First position of the largest vote group (ties: the group whose first answer comes first)."""
+    groups = vote_groups(answers, equivalent)
+    if not groups:
+        return None
+    return min(groups, key=lambda group: (-len(group), group[0]))[0]
+
+
+def majority_vote(answers: Sequence[str | None], equivalent: Equivalence | None = None) -> str | None:
+    """Most common answer, ignoring None: by ``normalize_vote`` key, and with ``equivalent``
+    also merging answers it finds equal (see :func:`vote_groups`).
+
+    Ties go to the group whose first answer comes first. Returns that first answer
+    as written (not normalised), or None if there is no answer at all.
+    """
+    index = _majority_index(answers, equivalent)
     return None if index is None else answers[index]
 
 
-def cons_at_k(answers: Sequence[str | None], correct: Sequence[bool]) -> float:
-    """1.0 if the majority answer is correct (judged on its first occurrence), else 0.0."""
+def cons_at_k(answers: Sequence[str | None], correct: Sequence[bool], equivalent: Equivalence | None = None) -> float:
+    """1.0 if the majority answer is correct (judged on its group's first answer), else 0.0.
+
+    Without ``equivalent`` this is the exact-string vote (Cons@k exact)."""
     if len(answers) != len(correct):
         raise ValueError(f"answers and correct differ in length: {len(answers)} vs {len(correct)}")
-    index = _majority_index(answers)
+    index = _majority_index(answers, equivalent)
     return 1.0 if index is not None and correct[index] else 0.0
 
 
@@ -114,10 +164,13 @@ class PromptScore:
         n_correct: how many of them were graded correct.
         pass_at_any: 1.0 if any sequence is correct.
         pass_rate: n_correct / n_sequences.
-        cons: 1.0 if the majority-vote answer is correct.
+        cons: 1.0 if the majority-vote answer is correct (equal answers one vote).
+        cons_exact: the same with the exact-string vote.
         generated_tokens: tokens the hardware generated (shared prefixes once, #T).
         sequence_tokens: sum of the sequences' own lengths (shared prefixes repeated).
         forks: number of fork events.
+        preemptions: times the engine released the prompt's cache to make room
+            (recomputed from its tokens; absent in older records: 0).
         wall_s: wall-clock seconds spent on the prompt.
     """
 
@@ -127,10 +180,13 @@ class PromptScore:
     pass_at_any: float
     pass_rate: float
     cons: float
+    cons_exact: float
     generated_tokens: int
     sequence_tokens: int
     forks: int
     wall_s: float
+    preemptions: int = 0
+    n_length: int = 0  # sequences that ended at max tokens
 
 
 def _required(record: dict[str, Any], key: str) -> Any:
@@ -139,8 +195,9 @@ def _required(record: dict[str, Any], key: str) -> Any:
     return record[key]
 
 
-def score_prompt(record: dict[str, Any]) -> PromptScore:
-    """Score one eval record.
+def score_prompt(record: dict[str, Any], equivalent: Equivalence | None = None) -> PromptScore:
+    """Score one eval record; ``equivalent`` decides which answers are one vote in Cons@k
+    (None: the exact-string vote, as Cons@k exact).
 
     The record holds "id", "generated_tokens", "wall_s", optionally "forks" (a list of
     fork events, or a count; absent means 0) and "sequences": a list of dicts with at
@@ -156,29 +213,47 @@ def score_prompt(record: dict[str, Any]) -> PromptScore:
         n_correct=sum(correct),
         pass_at_any=pass_at_any(correct),
         pass_rate=pass_rate(correct),
-        cons=cons_at_k(answers, correct),
+        cons=cons_at_k(answers, correct, equivalent),
+        cons_exact=cons_at_k(answers, correct),
         generated_tokens=int(_required(record, "generated_tokens")),
         sequence_tokens=sum(int(sequence.get("n_tokens", 0)) for sequence in sequences),
         forks=forks if isinstance(forks, int) else len(forks),
         wall_s=float(_required(record, "wall_s")),
+        preemptions=int(record.get("preemptions", 0)),
+        n_length=sum(1 for sequence in sequences if sequence.get("finish_reason") == "length"),
     )
+
+
+def _ratio(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
 
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+def default_equivalence() -> Equivalence:
+    """Math-Verify's equivalence with the default grading timeout."""
+    from eager.eval.grading import AnswerEquivalence
+
+    return AnswerEquivalence()
+
+
+def summarize(records: list[dict[str, Any]], equivalent: Equivalence | None = None) -> dict[str, Any]:
     """Aggregate eval records into one summary dict.
 
     Means over prompts: "pass_at_k" (Pass@k, any sequence correct), "pass_rate",
-    "cons_at_k", and "unbiased_pass_at_k" = {str(k): mean unbiased pass@k} for
+    "cons_at_k" (answers ``equivalent`` finds equal are one vote; default:
+    Math-Verify, :func:`default_equivalence`), "cons_at_k_exact" (the exact-string
+    vote), and "unbiased_pass_at_k" = {str(k): mean unbiased pass@k} for
     k in 1, 2, 4, ... up to the smallest number of sequences of any prompt.
-    Sums: "generated_tokens", "sequence_tokens", "sequences", "forks", "wall_s".
+    Sums: "generated_tokens", "sequence_tokens", "sequences", "forks", "preemptions", "wall_s".
+    "length_share": the fraction of sequences that ended at max tokens.
     "tokens_per_s" = generated_tokens / wall_s (0.0 when wall_s is 0).
     An empty list gives zeros.
     """
-    scores = [score_prompt(record) for record in records]
+    equivalent = equivalent or default_equivalence()
+    scores = [score_prompt(record, equivalent) for record in records]
     min_n = min((score.n_sequences for score in scores), default=0)
     unbiased = {
         str(k): _mean([unbiased_pass_at_k(s.n_sequences, s.n_correct, k) for s in scores])
@@ -192,10 +267,13 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "unbiased_pass_at_k": unbiased,
         "pass_rate": _mean([score.pass_rate for score in scores]),
         "cons_at_k": _mean([score.cons for score in scores]),
+        "cons_at_k_exact": _mean([score.cons_exact for score in scores]),
         "generated_tokens": generated,
         "sequence_tokens": sum(score.sequence_tokens for score in scores),
         "sequences": sum(score.n_sequences for score in scores),
         "forks": sum(score.forks for score in scores),
+        "preemptions": sum(score.preemptions for score in scores),
+        "length_share": _ratio(sum(score.n_length for score in scores), sum(score.n_sequences for score in scores)),
         "wall_s": wall,
         "tokens_per_s": generated / wall if wall > 0 else 0.0,
     }

@@ -16,38 +16,35 @@ from typing import Any, Sequence
 from eager.core.results import GenerationResult, SequenceResult
 from eager.errors import EagerError
 from eager.eval.datasets import Problem
-from eager.eval.grading import extract_answer
+from eager.eval.config import LEGACY_VALUES, with_legacy_values
 from eager.eval.methods import EVAL_METHODS
 from eager.eval.report import CONFIG_FILE, read_jsonl
-from eager.eval.verify import Verifier
+from eager.eval.verify import Verifier, answer_of
 
 log = logging.getLogger(__name__)
-
-
-def _safe_answer(text: str) -> str | None:
-    try:
-        return extract_answer(text)
-    except Exception as error:
-        log.warning("answer extraction failed (%s: %s)", type(error).__name__, error)
-        return None
 
 
 # -- records ----------------------------------------------------------------------------
 
 
 def graded_sequences(result: GenerationResult, problem: Problem, verify: Verifier) -> list[dict[str, Any]]:
-    """One dict per sequence; "parent" is a position in this list (tree-local)."""
+    """One dict per sequence; "parent" is a position in this list (tree-local).
+
+    "answer" and "answer_source" ("boxed", "fallback", "none") come from the run's
+    extraction mode, which ``verify`` carries (``eager.eval.verify.safe``)."""
     return [_graded(seq, problem, verify) for seq in result.sequences]
 
 
 def _graded(seq: SequenceResult, problem: Problem, verify: Verifier) -> dict[str, Any]:
+    answer, source = answer_of(verify, seq.text)
     return {
         "text": seq.text,
         "n_tokens": len(seq.token_ids),
         "parent": seq.parent,
         "fork_at": seq.fork_at,
         "finish_reason": seq.finish_reason,
-        "answer": _safe_answer(seq.text),
+        "answer": answer,
+        "answer_source": source,
         "correct": verify(problem, seq.text),
         "round": 0,
     }
@@ -67,6 +64,7 @@ def tree_record(method: str, problem: Problem, M: int, result: GenerationResult,
         "wall_s": round(result.wall_s, 4),
         "latency_s": round(result.latency_s, 4),
         "forks": len(result.forks),
+        "preemptions": result.preemptions,
         "sequences": graded_sequences(result, problem, verify),
     }
 
@@ -87,6 +85,7 @@ def extra_tree_entry(
         "sequence_tokens": result.sequence_tokens,
         "wall_s": round(result.wall_s, 4),
         "forks": len(result.forks),
+        "preemptions": result.preemptions,
         "sequences": graded_sequences(result, problem, verify),
     }
 
@@ -112,6 +111,7 @@ def merged_record(method: str, init: dict[str, Any], trees: Sequence[dict[str, A
         "sequence_tokens": sum(p["sequence_tokens"] for p in parts),
         "wall_s": round(sum(p["wall_s"] for p in parts), 4),
         "forks": sum(p["forks"] for p in parts),
+        "preemptions": sum(p.get("preemptions", 0) for p in parts),
         "extra": extra,
         "rounds": len(trees),
         "sequences": sequences,
@@ -138,17 +138,25 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _difference(key: str, previous: dict[str, Any], stored: dict[str, Any], *, legacy: bool) -> str:
+    note = ""
+    if legacy and key in LEGACY_VALUES:
+        note = f"; written before the {key} option existed, that run used {_short(previous[key])}"
+    return f"{key} ({_short(previous.get(key))} -> {_short(stored.get(key))}{note})"
+
+
 def check_or_write_config(out: Path, stored: dict[str, Any], methods: Sequence[str]) -> None:
     """Refuse a directory that holds another run; record this run's methods with the old ones."""
     path = out / CONFIG_FILE
     if path.exists():
         try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
+            written = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise EagerError(f"cannot read {path}: {error}") from None
+        previous = with_legacy_values(written)
         differ = [key for key in sorted(set(stored) | set(previous)) if key != "methods" and previous.get(key) != stored.get(key)]
         if differ:
-            shown = ", ".join(f"{k} ({_short(previous.get(k))} -> {_short(stored.get(k))})" for k in differ)
+            shown = ", ".join(_difference(key, previous, stored, legacy=key not in written) for key in differ)
             raise EagerError(f"{out} holds a run with a different configuration: {shown}; use another --out")
         known = previous.get("methods", [])
     else:

@@ -2,9 +2,12 @@
 
 ``write_report(DIR)`` reads DIR/config.json and DIR/<method>.jsonl and writes
 
-* summary.json: {"model", "dataset", "n_prompts", "seed", "M", "config", "methods"},
-  where "methods" maps a method name (one M in the run) or "<method>@M=<M>"
-  (several) to ``eager.eval.metrics.summarize`` of its records plus "method", "M" and
+* summary.json: {"model", "dataset", "n_prompts", "seed", "extract", "M", "config",
+  "methods"}, where "extract" is the answer extraction mode the records were graded
+  under ("boxed" or "lenient"; a run from before the modes: "lenient") and "methods"
+  maps a method name (one M in the run) or "<method>@M=<M>" (several) to
+  ``eager.eval.metrics.summarize`` of its records (Cons@k with Math-Verify's
+  equivalence and the exact-string Cons@k) plus "method", "M" and
   "tokens_saved_vs_parallel" (1 - generated / parallel's generated at the same M,
   None without parallel records for the same prompts);
 * summary.md: the same as a table;
@@ -22,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from eager.errors import EagerError
+from eager.eval.config import with_legacy_values
+from eager.eval.grading import AnswerEquivalence
 from eager.eval.methods import method_order
 from eager.eval.metrics import summarize
 
@@ -32,6 +37,11 @@ SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
 TRADEOFF_PNG = "tradeoff.png"
 
+# How each extraction mode is stated in summary.md.
+EXTRACTION_TEXT = {
+    "boxed": "the last \\boxed{} of a sequence only (an unboxed or truncated sequence is wrong), as the paper",
+    "lenient": "the last \\boxed{}, else the text after \"answer is\", else the last number",
+}
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -87,13 +97,14 @@ def build_summary(config: dict[str, Any], records: dict[str, list[dict[str, Any]
     """Summaries per method and M from the records; ``records`` maps method -> its records."""
     budgets = [int(m) for m in config.get("M", [])] or sorted({int(r["M"]) for rs in records.values() for r in rs})
     several = len(budgets) > 1
+    equivalent = AnswerEquivalence()  # one parse cache for every method's answers
     methods: dict[str, Any] = {}
     for M in budgets:
         by_method = {m: [r for r in rs if int(r["M"]) == M] for m, rs in records.items()}
         parallel = by_method.get("parallel", [])
         for method in sorted(by_method, key=method_order):
             own = by_method[method]
-            summary = summarize(own)
+            summary = summarize(own, equivalent)
             summary = {"method": method, "M": M, **summary, "tokens_saved_vs_parallel": _saved(own, parallel)}
             methods[method_key(method, M, several)] = summary
     ids = {r["id"] for rs in records.values() for r in rs}
@@ -102,6 +113,7 @@ def build_summary(config: dict[str, Any], records: dict[str, list[dict[str, Any]
         "dataset": config.get("dataset"),
         "n_prompts": config.get("n_problems", len(ids)),
         "seed": config.get("seed"),
+        "extract": with_legacy_values(config)["extract"],
         "M": budgets,
         "config": config,
         "methods": methods,
@@ -128,17 +140,22 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "",
         f"{n} prompts; M = {', '.join(map(str, summary['M']))}; theta = {config.get('theta')}; "
         f"temperature = {config.get('temperature')}; max tokens = {config.get('max_tokens')}; seed = {summary['seed']}.",
+        f"Answers (extract = {summary['extract']}): {EXTRACTION_TEXT.get(summary['extract'], summary['extract'])}; "
+        "graded for equivalence by Math-Verify.",
         "Pass@k: a prompt is solved if any of its sequences is correct. Generated tokens count a shared prefix once.",
+        "Cons@k: majority vote, answers Math-Verify finds equal are one vote (a tie goes to the answer seen first); "
+        "Cons@k exact: the vote over the answers as written (lower-cased, spaces removed).",
         "",
-        "| method | M | Pass@k | pass rate | Cons@k | generated tokens | saved vs parallel | sequences | wall-clock s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | M | Pass@k | pass rate | Cons@k | Cons@k exact | generated tokens | saved vs parallel | sequences | ended by length | preemptions | wall-clock s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in summary["methods"].values():
         name = row["method"] if row["n_prompts"] == n else f"{row['method']} ({row['n_prompts']}/{n} prompts)"
         saved = "-" if row["tokens_saved_vs_parallel"] is None else f"{100 * row['tokens_saved_vs_parallel']:.1f}%"
         lines.append(
             f"| {name} | {row['M']} | {row['pass_at_k']:.3f} | {row['pass_rate']:.3f} | {row['cons_at_k']:.3f} "
-            f"| {row['generated_tokens']} | {saved} | {row['sequences']} | {row['wall_s']:.2f} |"
+            f"| {row['cons_at_k_exact']:.3f} | {row['generated_tokens']} | {saved} | {row['sequences']} "
+            f"| {100 * row.get('length_share', 0.0):.0f}% | {row.get('preemptions', 0)} | {row['wall_s']:.2f} |"
         )
     ks = sorted({int(k) for row in summary["methods"].values() for k in row["unbiased_pass_at_k"]})
     if ks:

@@ -331,7 +331,7 @@ def run_eval(
     out = prepare_out_dir(Path(config.out_dir))
     problems = load_selection(config)
     check_or_write_config(out, stored_config(config, problems, verifier_name(verifier)), config.methods)
-    verify = safe(verifier or GoldAnswerVerifier(Grader(config.grade_timeout_s)))
+    verify = safe(verifier or GoldAnswerVerifier(Grader(config.grade_timeout_s)), extract=config.extract)
     run = EvalRun(config, out, problems, verify, on_progress)
     with ExitStack() as stack:
         run.open(stack)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from eager.eval.datasets import Problem
-from eager.eval.grading import Grader, grade
+from eager.eval.grading import DEFAULT_EXTRACT, Extracted, Grader, SOURCE_NONE, check_extract_mode, extract, grade
 
 log = logging.getLogger(__name__)
 
@@ -16,12 +16,17 @@ Verifier = Callable[[Problem, str], bool]
 
 @dataclass(frozen=True)
 class GoldAnswerVerifier:
-    """The default verifier: the last \\boxed{} answer, graded against the gold by Math-Verify."""
+    """The default verifier: the answer extracted under ``extract`` ("boxed": the last
+    \\boxed{} only; "lenient": with fallbacks), graded against the gold by Math-Verify."""
 
     grader: Grader = field(default_factory=Grader)
+    extract: str = DEFAULT_EXTRACT
+
+    def __post_init__(self) -> None:
+        check_extract_mode(self.extract)
 
     def __call__(self, problem: Problem, text: str) -> bool:
-        return grade(text, problem.gold, self.grader)[1]
+        return grade(text, problem.gold, self.grader, self.extract).correct
 
 
 def verifier_name(verifier: Verifier | None) -> str:
@@ -31,14 +36,45 @@ def verifier_name(verifier: Verifier | None) -> str:
     return f"{getattr(verifier, '__module__', '?')}.{name}"
 
 
-def safe(verifier: Verifier) -> Verifier:
-    """Grading never crashes a run: a failing verifier counts the sequence as wrong."""
+@dataclass(frozen=True)
+class SafeVerifier:
+    """A verifier that never raises, and the extraction mode of the answers recorded beside
+    its verdicts (records and Cons@k use :meth:`answer`, whatever decides correctness)."""
 
-    def verify(problem: Problem, text: str) -> bool:
+    verifier: Verifier
+    extract: str = DEFAULT_EXTRACT
+
+    def __call__(self, problem: Problem, text: str) -> bool:
         try:
-            return bool(verifier(problem, text))
+            return bool(self.verifier(problem, text))
         except Exception as error:  # a user's reward function may raise anything
             log.warning("verifier failed on %s (%s: %s); counted as wrong", problem.id, type(error).__name__, error)
             return False
 
-    return verify
+    def answer(self, text: str) -> Extracted:
+        """The answer of ``text`` and its source; never raises."""
+        try:
+            return extract(text, self.extract)
+        except Exception as error:
+            log.warning("answer extraction failed (%s: %s)", type(error).__name__, error)
+            return Extracted(None, SOURCE_NONE)
+
+
+def safe(verifier: Verifier, extract: str | None = None) -> SafeVerifier:
+    """Grading never crashes a run: a failing verifier counts the sequence as wrong.
+
+    ``extract`` is the run's extraction mode (default: the verifier's own, else
+    "boxed"); a :class:`GoldAnswerVerifier` grades under it too, so the answers
+    recorded and the verdicts agree.
+    """
+    own = verifier.extract if isinstance(verifier, (GoldAnswerVerifier, SafeVerifier)) else DEFAULT_EXTRACT
+    mode = check_extract_mode(extract or own)
+    if isinstance(verifier, GoldAnswerVerifier) and verifier.extract != mode:
+        verifier = replace(verifier, extract=mode)
+    return SafeVerifier(verifier, mode)
+
+
+def answer_of(verify: Verifier, text: str) -> Extracted:
+    """The answer recorded for ``text``: under ``verify``'s extraction mode if it has one (a
+    :class:`SafeVerifier`), else the default mode; never raises."""
+    return verify.answer(text) if isinstance(verify, SafeVerifier) else SafeVerifier(verify).answer(text)
