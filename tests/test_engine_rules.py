@@ -366,3 +366,14 @@ def test_a_forks_entropy_enters_the_history_for_the_parent_and_the_child():
     assert len(results[0].forks) == 1
     _, fixed = run(prompts=[prompt], backend=MockBackend(VOCAB, logits_fn=logits), theta=1.0, M=4, end_of_thinking="", dynamic_theta=False)
     assert len(fixed[0].forks) == 3
+
+
+@pytest.mark.parametrize("method", ["parallel", "eager-init"])
+def test_scarce_sequence_slots_queue_trees_and_keep_their_trees(method):
+    prompts = [f"slot prompt {i}" for i in range(7)]
+    kw = dict(prompts=prompts, method=method, M=8, max_tokens=40, theta=1.0, seed=5)
+    _, big = run(backend=MockBackend(VOCAB, max_sequences=64), **kw)
+    backend = MockBackend(VOCAB, max_sequences=9)
+    _, small = run(backend=backend, **kw)
+    assert trees_of(small) == trees_of(big)
+    assert backend.free_sequences == 9 and backend.cells_in_use == 0

@@ -164,7 +164,26 @@ class Scheduler:
         slots = branches if fresh else len(_subtree_live(tree))
         margin = self.lookahead * (self._live_branches() + branches)
         backend = self.backend
-        return backend.cells_in_use + cells + margin <= backend.n_ctx and backend.free_sequences >= slots + self._fork_room()
+        return backend.cells_in_use + cells + margin <= backend.n_ctx and self.free_slots() >= slots + self._fork_room()
+
+    def _committed(self) -> int:
+        """Slots that trees in the cache will take without asking: a prefilling tree's
+        initial branches, a recomputing tree's forks and new sequences."""
+        total = 0
+        for slot in self.active:
+            tree = slot.tree
+            if tree.status is Status.PREFILLING:
+                total += tree.method.initial_branches(tree) - 1
+            elif tree.status is Status.RECOMPUTING:
+                total += sum(1 for op in slot.ops if op.kind == "fork" or self._unbound(slot, op))
+        return total
+
+    def _unbound(self, slot: Slot, op: Op) -> bool:
+        return op.kind == "decode" and op.branch is not None and slot.tree.branches[op.branch].seq is None
+
+    def free_slots(self) -> int:
+        """Sequence slots free and not committed to a tree already in the cache."""
+        return self.backend.free_sequences - self._committed()
 
     def _enter(self, slot: Slot) -> None:
         tree = slot.tree
@@ -185,18 +204,13 @@ class Scheduler:
     def _handle(self, slot: Slot, index: int | None) -> int:
         return slot.tree.root_seq if index is None else slot.tree.branches[index].seq
 
-    def _run_instant_ops(self, slot: Slot, reserve: int) -> None:
-        """Forks and releases at the front of a tree's catch-up queue happen between steps.
-
-        A fork takes a sequence slot only while ``reserve`` slots stay free for
-        this step's forks of running trees; otherwise the tree waits a step.
-        """
+    def _run_instant_ops(self, slot: Slot) -> None:
+        """Forks and releases at the front of a tree's catch-up queue happen between steps
+        (a recompute's slots were committed when it was admitted)."""
         tree, backend = slot.tree, self.backend
         while slot.ops and slot.ops[0].kind != "decode":
             op = slot.ops[0]
             if op.kind == "fork":
-                if backend.free_sequences <= reserve:
-                    return
                 tree.branches[op.branch].seq = backend.fork(tree.branches[op.source].seq)
             else:
                 branch = tree.branches[op.branch]
@@ -207,17 +221,16 @@ class Scheduler:
     def _bind_first_decode(self, slot: Slot, reserve: int, room: int) -> bool:
         """A recompute's first decode goes into a new sequence for its branch.
 
-        Only when a slot is free beyond ``reserve`` and, for a parked branch,
-        when its whole recompute fits in ``room`` now: a half-rebuilt branch
-        would hold cells its running siblings need.
+        A recompute's slot was committed at admission; a parked branch needs a
+        slot free beyond ``reserve`` and its whole recompute must fit in
+        ``room`` now: a half-rebuilt branch would hold cells its running
+        siblings need.
         """
         op = slot.ops[0]
         branch = slot.tree.branches[op.branch] if op.branch is not None else None
         if branch is None or branch.seq is not None:
             return True
-        if self.backend.free_sequences <= reserve:
-            return False
-        if op.branch in slot.catching and len(op.tokens) > room:
+        if op.branch in slot.catching and (self.free_slots() <= reserve or len(op.tokens) > room):
             return False
         branch.seq = self.backend.new_sequence()
         return True
@@ -228,7 +241,7 @@ class Scheduler:
         sent: list[tuple[Slot, Op, int]] = []
         reserve = self._fork_room()
         for slot in self.active:
-            self._run_instant_ops(slot, reserve)
+            self._run_instant_ops(slot)
             self._finish_catch_up(slot)
             if not slot.ops or slot.ops[0].kind != "decode" or room <= 0 or not self._bind_first_decode(slot, reserve, room):
                 continue
@@ -264,14 +277,21 @@ class Scheduler:
         room = 0
         for slot in self.active:
             tree = slot.tree
-            if tree.status is Status.RUNNING and tree.method.name != "parallel":
+            if not tree.method.forks:
+                continue
+            if tree.status is Status.RUNNING:
                 rows = sum(1 for b in tree.branches if b.pending is not None and b.seq is not None)
-                room += max(0, min(rows, tree.request.branching.max_sequences - tree.n_sequences))
+            elif tree.status is Status.PREFILLING:
+                rows = tree.method.initial_branches(tree)  # its first rows may come this step
+            else:
+                continue
+            cap = tree.request.branching.max_sequences - max(tree.n_sequences, rows if not tree.branches else 0)
+            room += max(0, min(rows, cap))
         return room
 
     def overfull(self, tokens: int) -> bool:
         backend = self.backend
-        return backend.cells_in_use + tokens > backend.n_ctx or backend.free_sequences < self._fork_room()
+        return backend.cells_in_use + tokens > backend.n_ctx or self.free_slots() < self._fork_room()
 
     def preempt_newest(self) -> bool:
         """Release the newest tree and queue it first; False when only one tree is in the cache."""

@@ -73,6 +73,7 @@ class Driver(Protocol):
 
 class Method(Protocol):
     name: str
+    forks: bool  # whether its trees can fork (schedulers keep sequence slots for that)
 
     def initial_branches(self, tree: Tree) -> int: ...
 
@@ -89,6 +90,7 @@ class ParallelSampling:
     """
 
     name = "parallel"
+    forks = False
 
     def initial_branches(self, tree: Tree) -> int:
         return tree.request.branching.max_sequences
@@ -104,6 +106,7 @@ class EagerInit:
     """EAGER-init: one sequence; fork where the next-token entropy is high."""
 
     name = "eager-init"
+    forks = True
 
     def initial_branches(self, tree: Tree) -> int:
         return 1
