@@ -33,14 +33,18 @@ DEFAULT_BACKEND_SEQUENCES = 64
 def load_backend(model: str = DEFAULT_MODEL, *, engine: EngineConfig | None = None, max_sequences: int = DEFAULT_BACKEND_SEQUENCES, n_batch: int = 512, **options: Any) -> Backend:
     """A llama.cpp backend for a packaged model name or a local .gguf path.
 
-    ``ctx`` and ``threads`` come from ``engine`` or as keywords.
+    ``ctx``, ``threads``, ``kv_type`` and ``flash_attn`` come from ``engine`` or as keywords.
     """
     from eager.backends.llama import LlamaBackend
 
     engine = build(EngineConfig, engine, **split_options(options, EngineConfig)[0])
+    # llama.cpp keeps one output row per sequence within a batch of at most ctx tokens:
+    # more sequences than ctx cells would abort inside llama_decode
+    max_sequences = min(max_sequences, engine.ctx)
     path = resolve_model(model)
     return LlamaBackend(
-        str(path), n_ctx=engine.ctx, max_sequences=max_sequences, n_batch=max(n_batch, max_sequences), n_threads=engine.threads
+        str(path), n_ctx=engine.ctx, max_sequences=max_sequences, n_batch=min(max(n_batch, max_sequences), engine.ctx), n_threads=engine.threads,
+        kv_type=engine.kv_type, flash_attn=engine.flash_attn,
     )
 
 

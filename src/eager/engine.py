@@ -108,7 +108,10 @@ class Engine:
             raise EagerError("the prompt is empty")
         M = request.branching.max_sequences
         if M > self.backend.max_sequences:
-            raise EagerError(f"M={M} exceeds the {self.backend.max_sequences} sequences the backend holds at once")
+            raise EagerError(
+                f"M={M} exceeds the {self.backend.max_sequences} sequences the backend holds at once "
+                f"(a llama.cpp context of ctx cells holds at most ctx sequences)"
+            )
         need = n_prompt + request.sampling.max_tokens
         if need > self.backend.n_ctx:
             raise EagerError(

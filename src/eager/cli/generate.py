@@ -8,6 +8,7 @@ import sys
 from eager.cli.options import GENERATE_PRESETS, add_config_options, add_preset_option, config_from_args
 from eager.core.config import BranchingConfig, EngineConfig, SamplingConfig
 from eager.errors import EagerError
+from eager.files import read_lines
 from eager.models import DEFAULT_MODEL
 
 EPILOG = """\
@@ -32,7 +33,7 @@ def add_model_options(p) -> None:
 def add_parser(sub) -> None:
     gen = sub.add_parser("generate", help="generate a branching tree (or M parallel samples) for one or more prompts", epilog=EPILOG, formatter_class=_formatter())
     gen.add_argument("--prompt", action="append", default=[], help="a prompt (repeat for several; they are batched together)")
-    gen.add_argument("--prompt-file", help="a text file with one prompt per line")
+    gen.add_argument("--prompt-file", help="a UTF-8 text file with one prompt per line; - reads standard input")
     gen.add_argument("--json", action="store_true", help="print one JSON object (a list under 'results' when several prompts)")
     add_model_options(gen)
     b = gen.add_argument_group("branching (EAGER-init)")
@@ -52,17 +53,21 @@ def _formatter():
 def _read_prompts(args) -> list[str]:
     prompts = list(args.prompt)
     if args.prompt_file:
-        try:
-            with open(args.prompt_file, encoding="utf-8") as f:
-                prompts += [line.rstrip("\n") for line in f if line.strip()]
-        except OSError as e:
-            raise EagerError(f"cannot read --prompt-file: {e.strerror}: {args.prompt_file}") from None
+        lines = _stdin_lines() if args.prompt_file == "-" else read_lines(args.prompt_file, "prompt file")
+        prompts += [line for line in lines if line.strip()]
     if not prompts:
         raise EagerError("give a prompt with --prompt TEXT or --prompt-file FILE")
     for i, prompt in enumerate(prompts):
         if not prompt.strip():
             raise EagerError("the prompt is empty" if len(prompts) == 1 else f"prompt {i + 1} is empty")
     return prompts
+
+
+def _stdin_lines() -> list[str]:
+    try:
+        return sys.stdin.buffer.read().decode("utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise EagerError(f"standard input is not valid UTF-8 (at byte {error.start})") from None
 
 
 def _progress(total: int):

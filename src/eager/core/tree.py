@@ -214,6 +214,8 @@ def tree_requests(
     for i, prompt in enumerate(prompts):
         if not isinstance(prompt, str) or not prompt.strip():
             raise EagerError(f"prompt {i} is empty")
+        if "\x00" in prompt:
+            raise EagerError(f"prompt {i} contains a NUL character, which a chat template would cut the prompt at")
         key = tuple(keys[i]) if keys is not None else (i,)
         requests.append(TreeRequest(prompt, method, branching, sampling, key=key, chat=chat))
     return requests

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from eager.errors import EagerError
+from eager.files import read_lines
 from eager.eval.grading import last_boxed
 
 logger = logging.getLogger(__name__)
@@ -124,17 +125,16 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (1-based line number, record) for each non-blank line."""
     if not path.is_file():
         raise EagerError(f"no such dataset file: {path}")
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise EagerError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise EagerError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
-            yield line_number, record
+    for line_number, line in enumerate(read_lines(path, "dataset file"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise EagerError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
+        if not isinstance(record, dict):
+            raise EagerError(f"{path}:{line_number}: expected a JSON object, got {type(record).__name__}")
+        yield line_number, record
 
 
 def _load_registry(name: str, split: str) -> list[Problem]:
@@ -273,10 +273,7 @@ def load_problems(
 
 def load_id_file(path: str | Path) -> list[str]:
     """Problem ids from a text file, one per line; surrounding spaces and blank lines ignored."""
-    path = Path(path)
-    if not path.is_file():
-        raise EagerError(f"no such id file: {path}")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in read_lines(path, "id file") if line.strip()]
 
 
 def format_prompt(problem: Problem, template: str = DEFAULT_TEMPLATE) -> str:

@@ -18,7 +18,7 @@ from eager.errors import EagerError
 from eager.eval.datasets import Problem
 from eager.eval.config import LEGACY_VALUES, with_legacy_values
 from eager.eval.methods import EVAL_METHODS
-from eager.eval.report import CONFIG_FILE, read_jsonl
+from eager.eval.report import CONFIG_FILE, RECORD_FIELDS, read_jsonl
 from eager.eval.verify import Verifier, answer_of
 
 log = logging.getLogger(__name__)
@@ -145,8 +145,12 @@ def _difference(key: str, previous: dict[str, Any], stored: dict[str, Any], *, l
     return f"{key} ({_short(previous.get(key))} -> {_short(stored.get(key))}{note})"
 
 
-def check_or_write_config(out: Path, stored: dict[str, Any], methods: Sequence[str]) -> None:
-    """Refuse a directory that holds another run; record this run's methods with the old ones."""
+def check_config(out: Path, stored: dict[str, Any], methods: Sequence[str]) -> str | None:
+    """Refuse a directory that holds another run; the config.json text to write (None: unchanged).
+
+    The caller writes it (:func:`write_config`) once the model and data are
+    loaded, so a run that fails to start leaves no configuration behind.
+    """
     path = out / CONFIG_FILE
     if path.exists():
         try:
@@ -165,12 +169,24 @@ def check_or_write_config(out: Path, stored: dict[str, Any], methods: Sequence[s
         known = []
     union = [m for m in EVAL_METHODS if m in known or m in methods]
     if path.exists() and union == known:
-        return
-    _write_atomic(path, json.dumps({**stored, "methods": union}, indent=2, ensure_ascii=False) + "\n")
+        return None
+    return json.dumps({**stored, "methods": union}, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_config(out: Path, text: str | None) -> None:
+    if text is not None:
+        _write_atomic(out / CONFIG_FILE, text)
+
+
+def _refuse_symlink(path: Path) -> None:
+    if path.is_symlink():
+        raise EagerError(f"refusing to write through a symbolic link: {path}")
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    _refuse_symlink(path)
     tmp = path.with_name(path.name + ".tmp")
+    _refuse_symlink(tmp)
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
@@ -178,19 +194,63 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _drop_torn_tail(path: Path) -> None:
-    """A crash can leave the last line half-written: cut it so appends start on a fresh line."""
+def _mend_tail(path: Path) -> None:
+    """A crash can leave the last line without its newline: keep it if it is a complete
+    record (only the newline is missing), cut it if it is half-written; either way
+    appends start on a fresh line."""
     if not path.exists():
         return
+    _refuse_symlink(path)
     data = path.read_bytes()
     if not data or data.endswith(b"\n"):
         return
     keep = data.rfind(b"\n") + 1
-    log.warning("%s: dropping a truncated last line (%d bytes) left by an interrupted run", path, len(data) - keep)
     with open(path, "r+b") as f:
-        f.truncate(keep)
+        if _complete_record(data[keep:]):
+            f.seek(0, os.SEEK_END)
+            f.write(b"\n")
+        else:
+            log.warning("%s: dropping a truncated last line (%d bytes) left by an interrupted run", path, len(data) - keep)
+            f.truncate(keep)
         f.flush()
         os.fsync(f.fileno())
+
+
+def _complete_record(raw: bytes) -> bool:
+    try:
+        return isinstance(json.loads(raw.decode("utf-8")), dict)
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held while a run writes to it.
+
+    ``flock`` on ``DIR/.lock``: a second run into the same directory is refused
+    at once; the kernel drops the lock when its holder dies (even by
+    ``kill -9``), so a stale lock file never blocks the next run.
+    """
+
+    def __init__(self, out: Path) -> None:
+        import fcntl
+
+        path = out / ".lock"
+        _refuse_symlink(path)
+        self._file = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            raise EagerError(f"{out} is in use by another eager run ({holder}); wait for it or use another --out") from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"pid {os.getpid()}\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class RecordLog:
@@ -201,18 +261,21 @@ class RecordLog:
     """
 
     def __init__(self, path: Path) -> None:
-        _drop_torn_tail(path)
+        _mend_tail(path)
         self.path = path
         self._file = None
-        for entry in read_jsonl(path) if path.exists() else []:
+        for entry in read_jsonl(path, self.required) if path.exists() else []:
             self._index(entry)
+
+    required = RECORD_FIELDS
 
     def _index(self, entry: dict[str, Any]) -> None:
         raise NotImplementedError
 
     def append(self, entry: dict[str, Any]) -> None:
         if self._file is None:
-            self._file = open(self.path, "a", encoding="utf-8")
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            self._file = os.fdopen(fd, "a", encoding="utf-8")
         self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -246,6 +309,8 @@ class MethodRecords(RecordLog):
 
 class ExtraJournal(RecordLog):
     """``.extra-<method>.jsonl``: the extra trees of hard prompts, in attempt order."""
+
+    required = {**RECORD_FIELDS, "attempt": (int,)}
 
     def __init__(self, path: Path) -> None:
         self.trees: dict[tuple[str, int], list[dict[str, Any]]] = {}

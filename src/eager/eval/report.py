@@ -27,7 +27,7 @@ from typing import Any
 from eager.errors import EagerError
 from eager.eval.config import with_legacy_values
 from eager.eval.grading import AnswerEquivalence
-from eager.eval.methods import method_order
+from eager.eval.methods import EVAL_METHODS, method_order
 from eager.eval.metrics import summarize
 
 log = logging.getLogger(__name__)
@@ -47,28 +47,46 @@ EXTRACTION_TEXT = {
 # -- reading ----------------------------------------------------------------------------
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSON-lines file; a torn last line (an interrupted write) is ignored."""
+RECORD_FIELDS = {"id": (str, int), "M": (int,)}  # what every record and journal line must carry
+
+
+def read_jsonl(path: Path, required: dict[str, tuple[type, ...]] | None = None) -> list[dict[str, Any]]:
+    """Records of a JSON-lines file; every problem is reported as FILE:LINE.
+
+    A last line without its newline is kept when it parses completely (the
+    write finished, the newline did not) and ignored when it does not (the
+    write was cut). ``required`` names fields each record must have, with
+    their types.
+    """
     try:
-        data = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as error:
         raise EagerError(f"cannot read {path}: {error.strerror or error}") from None
-    lines = data.split("\n")
+    lines = data.split(b"\n")
     records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
             continue
         try:
-            record = json.loads(line)
-        except ValueError:
+            record = json.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
             if number == len(lines):  # no newline after it: the write was cut short
                 log.warning("%s:%d: ignoring a truncated last line", path, number)
                 continue
-            raise EagerError(f"{path}:{number}: not a valid JSON record; the file is damaged") from None
+            raise EagerError(f"{path}:{number}: not a valid JSON record (UTF-8 JSON); the file is damaged") from None
         if not isinstance(record, dict):
             raise EagerError(f"{path}:{number}: expected a JSON object")
+        _check_fields(record, required or {}, path, number)
         records.append(record)
     return records
+
+
+def _check_fields(record: dict[str, Any], required: dict[str, tuple[type, ...]], path: Path, number: int) -> None:
+    for name, types in required.items():
+        value = record.get(name)
+        if not isinstance(value, types) or isinstance(value, bool):
+            wanted = " or ".join(t.__name__ for t in types)
+            raise EagerError(f"{path}:{number}: the record's {name!r} must be {wanted}, got {value!r:.40}")
 
 
 def load_config(out: Path) -> dict[str, Any]:
@@ -82,8 +100,10 @@ def load_config(out: Path) -> dict[str, Any]:
 
 
 def load_records(out: Path, method: str) -> list[dict[str, Any]]:
+    if method not in EVAL_METHODS:  # a name read from config.json becomes a file name: only known ones
+        raise EagerError(f"{out / CONFIG_FILE} lists an unknown method {method!r}; known: {', '.join(EVAL_METHODS)}")
     path = out / f"{method}.jsonl"
-    return read_jsonl(path) if path.exists() else []
+    return read_jsonl(path, RECORD_FIELDS) if path.exists() else []
 
 
 # -- the summary ------------------------------------------------------------------------
@@ -236,7 +256,10 @@ def write_report(out: str | Path) -> dict[str, Any]:
     """
     out = Path(out)
     config = load_config(out)
-    records = {method: load_records(out, method) for method in config.get("methods", [])}
+    methods = config.get("methods", [])
+    if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
+        raise EagerError(f"{out / CONFIG_FILE}: 'methods' must be a list of method names")
+    records = {method: load_records(out, method) for method in methods}
     summary = build_summary(config, records)
     _write_text(out / SUMMARY_JSON, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     _write_text(out / SUMMARY_MD, render_markdown(summary))
@@ -245,6 +268,8 @@ def write_report(out: str | Path) -> dict[str, Any]:
 
 
 def _write_text(path: Path, text: str) -> None:
+    if path.is_symlink():
+        raise EagerError(f"refusing to write through a symbolic link: {path}")
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as error:

@@ -55,11 +55,13 @@ from eager.eval.methods import EVAL_METHODS, INIT_METHOD
 from eager.eval.records import (
     ExtraJournal,
     MethodRecords,
-    check_or_write_config,
+    RunLock,
+    check_config,
     extra_tree_entry,
     merged_record,
     prepare_out_dir,
     tree_record,
+    write_config,
 )
 from eager.eval.report import write_report
 from eager.eval.verify import GoldAnswerVerifier, Verifier, safe, verifier_name
@@ -329,14 +331,19 @@ def run_eval(
 
         import_ray()  # without Ray installed, fail before anything is written
     out = prepare_out_dir(Path(config.out_dir))
-    problems = load_selection(config)
-    check_or_write_config(out, stored_config(config, problems, verifier_name(verifier)), config.methods)
-    verify = safe(verifier or GoldAnswerVerifier(Grader(config.grade_timeout_s)), extract=config.extract)
-    run = EvalRun(config, out, problems, verify, on_progress)
     with ExitStack() as stack:
+        stack.enter_context(closing(RunLock(out)))
+        problems = load_selection(config)
+        for problem in problems:
+            format_prompt(problem, config.template)  # a bad template fails now, before anything is written
+        pending = check_config(out, stored_config(config, problems, verifier_name(verifier)), config.methods)
+        verify = safe(verifier or GoldAnswerVerifier(Grader(config.grade_timeout_s)), extract=config.extract)
+        run = EvalRun(config, out, problems, verify, on_progress)
         run.open(stack)
         if not run.complete:
             run.executor = stack.enter_context(closing(open_run_executor(config, backend, ray)))
+        write_config(out, pending)  # the model and data are loaded: this run is real
+        if run.executor is not None:
             run.grow_trees()
             run.reallocate()
-    return write_report(out)
+        return write_report(out)
