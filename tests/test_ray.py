@@ -274,7 +274,7 @@ def test_a_worker_that_cannot_open_its_model_gives_one_line(tmp_path, dataset, c
 
 @pytest.mark.parametrize(
     "kwargs, words",
-    [({"workers": 0}, "--ray-workers"), ({"cpus_per_worker": 0}, "--ray-cpus-per-worker"), ({"retries": -1}, "--ray-retries")],
+    [({"workers": 0}, "ray_workers"), ({"cpus_per_worker": 0}, "ray_cpus_per_worker"), ({"retries": -1}, "ray_retries")],
 )
 def test_ray_options_reject_bad_values_with_one_line(kwargs, words):
     with pytest.raises(EagerError) as error:

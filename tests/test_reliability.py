@@ -159,3 +159,20 @@ def test_a_tiny_context_is_an_error_or_works_never_a_native_abort(capsys):
     assert main(["generate", "--model", "smollm2-135m", "--prompt", "hi", "--ctx", "32", "--max-tokens", "8", "-M", "2"]) == 0
     assert main(["generate", "--model", "smollm2-135m", "--prompt", "hi", "--ctx", "40", "--max-tokens", "8", "-M", "50"]) == 2
     assert "exceeds the 40 sequences" in capsys.readouterr().err
+
+
+def test_a_ray_address_with_nothing_there_fails_in_seconds(tmp_path, capsys):
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"id": "p0", "question": "q", "answer": "1"}\n')
+    started = time.monotonic()
+    assert main(["eval", "--model", "smollm2-135m", "--dataset", str(data), "--out", str(tmp_path / "o"), "--ray", f"127.0.0.1:{port}"]) == 2
+    assert time.monotonic() - started < 30
+    assert f"no Ray cluster answers at 127.0.0.1:{port}" in capsys.readouterr().err
+    assert main(["eval", "--model", "smollm2-135m", "--dataset", str(data), "--out", str(tmp_path / "o"), "--ray", "nonsense"]) == 2
+    assert "bad Ray address 'nonsense'" in capsys.readouterr().err

@@ -177,6 +177,18 @@ def test_a_parent_whose_draw_was_not_its_top1_restarts_after_the_top1(fake_serve
     assert fake.prompts[1][-1] == 1003 and fake.prompts[2][-1] == 2003
 
 
+def test_a_branch_far_ahead_of_a_sibling_waiting_for_a_slot_parks_and_resumes(fake_server):
+    """With one connection, the first branch would stream to its end before its sibling starts;
+    it closes its stream 64 tokens ahead instead, and goes on later from what it has."""
+    fake, url = fake_server()
+    (one_slot,) = run_fake(url, method="parallel", M=2, max_tokens=200, max_concurrency=1)
+    # #0 streams 64 tokens and parks, #1 catches up and streams 64 beyond, parks; #0 resumes from 64, ...
+    assert [len(p) - len(PROMPT_IDS) for p in fake.prompts] == [0, 0, 64, 128, 192]
+    (two_slots,) = run_fake(url, method="parallel", M=2, max_tokens=200, max_concurrency=2)
+    assert [s.token_ids for s in one_slot.sequences] == [s.token_ids for s in two_slots.sequences]
+    assert all(len(s.token_ids) == 200 for s in one_slot.sequences)
+
+
 def test_many_prompts_keep_their_order_and_their_own_trees(fake_server):
     _, url = fake_server()
     results = run_fake(url, M=2, prompts=("a", "b", "c"), max_concurrency=4)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import urllib.request
 
 import numpy as np
 import pytest
@@ -66,9 +67,13 @@ def test_llama_server_eager_init_forks_above_theta_on_token_ids(llama_server, sm
 
 
 def test_llama_server_applies_the_chat_template_as_the_gguf_says(llama_server, smollm):
-    """/apply-template renders the GGUF's Jinja template, as eager's own rendering of it does."""
-    (result,) = generate_remote(requests(M=1, max_tokens=4), url=llama_server)
+    """/apply-template renders the GGUF's Jinja template exactly as eager's own rendering of it does."""
     rendered = load_chat_template(resolve_model("smollm2-135m")).render(QUESTION)
+    body = json.dumps({"messages": [{"role": "user", "content": QUESTION}]}).encode()
+    request = urllib.request.Request(llama_server.removesuffix("/v1") + "/apply-template", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        assert json.loads(answer.read())["prompt"] == rendered
+    (result,) = generate_remote(requests(M=1, max_tokens=4), url=llama_server)
     assert result.prompt_tokens == len(smollm.tokenizer.encode(rendered, add_special=True, parse_special=True))
     (local,) = generate_remote(requests(M=1, max_tokens=4), url=llama_server, chat_template=resolve_model("smollm2-135m"))
     assert local.prompt_tokens == result.prompt_tokens
@@ -85,7 +90,7 @@ def test_llama_server_entropies_are_the_local_engines_top20_entropies(llama_serv
             local.append(topk_entropy(smollm.step([StepItem(handle, (token,))]), 20)[0])
     finally:
         smollm.release(handle)
-    np.testing.assert_allclose(seq.entropies, local, atol=2e-2)
+    np.testing.assert_allclose(seq.entropies, local, atol=1e-3)  # one stream: the same batches as locally
 
 
 def test_llama_server_prompt_cache_serves_the_forked_prefixes(llama_server):

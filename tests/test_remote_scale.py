@@ -98,7 +98,8 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
-    print(json.dumps({**numbers, "server_delay_s": args.delay}))
+    server = resource.getrusage(resource.RUSAGE_CHILDREN)  # the server process, ended now
+    print(json.dumps({**numbers, "server_cpu_s": round(server.ru_utime + server.ru_stime, 2), "server_delay_s": args.delay}))
 
 
 if __name__ == "__main__":

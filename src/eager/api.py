@@ -69,6 +69,7 @@ def generate(
     sampling: SamplingConfig | None = None,
     engine: EngineConfig | None = None,
     chat: bool = True,
+    chat_template: str | None = None,
     on_step: Callable[[StepStats], None] | None = None,
     **options: Any,
 ) -> list[GenerationResult]:
@@ -78,6 +79,8 @@ def generate(
     Pass ``backend`` to reuse a loaded model (``load_backend``) or a mock;
     ``model="openai:http://HOST:PORT/v1#name"`` drives an OpenAI-compatible server.
     Keyword ``options`` are fields of the three configs (``M`` for ``max_sequences``).
+    ``chat_template`` (a .gguf or Jinja file) applies a chat template on this side
+    for servers that cannot apply the model's own (remote models only).
     """
     if isinstance(prompts, str):
         prompts = [prompts]
@@ -91,7 +94,7 @@ def generate(
     requests = tree_requests(list(prompts), method=method, branching=branching, sampling=sampling, chat=chat)
     if backend is None and (remote := parse_remote_model(model)):
         url, served_model = remote
-        return generate_remote(requests, url=url, served_model=served_model, on_step=on_step)
+        return generate_remote(requests, url=url, served_model=served_model, on_step=on_step, chat_template=chat_template)
     if backend is None and sampling.max_tokens >= engine.ctx:
         raise EagerError(f"max_tokens {sampling.max_tokens} does not fit in the context of {engine.ctx} tokens; lower max_tokens or raise ctx")
     own_backend = backend is None

@@ -53,13 +53,27 @@ def _option_flags() -> dict[str, str]:
     from eager.eval.budget import ReallocationConfig
 
     names = flag_names(BranchingConfig, SamplingConfig, EngineConfig, ReallocationConfig)
-    names["grade_timeout_s"] = "--grade-timeout"
+    names.update(chat_template="--chat-template", grade_timeout_s="--grade-timeout", ray_workers="--ray-workers", ray_cpus_per_worker="--ray-cpus-per-worker", ray_retries="--ray-retries")
     return names
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a scheduler, `kill`) ends a run as Ctrl-C does: finished records stay, the exit is 130."""
+    import signal
+
+    def interrupt(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread (the CLI called from a library): leave signals alone
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _interrupt_on_sigterm()
     try:
         return args.func(args)
     except EagerError as e:

@@ -126,6 +126,7 @@ def eval_config(args):
         ids=tuple(load_id_file(args.ids)) if args.ids else None,
         template=args.template if args.template is not None else DEFAULT_TEMPLATE,
         chat=not args.raw_prompt,
+        chat_template=args.chat_template,
         branching=config_from_args(BranchingConfig, args, exclude=("max_sequences",)),
         sampling=config_from_args(SamplingConfig, args),
         engine=config_from_args(EngineConfig, args),

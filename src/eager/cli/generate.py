@@ -27,6 +27,7 @@ def add_model_options(p) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"packaged model name, path to a .gguf file, or openai:http://HOST:PORT/v1[#NAME] (default: {DEFAULT_MODEL}; see `eager models`)")
     g.add_argument("--raw-prompt", action="store_true", help="send the prompt as raw text, without the model's chat template")
+    g.add_argument("--chat-template", default=None, metavar="FILE", help="openai: models whose server cannot apply the chat template: a .gguf or Jinja file to apply it here")
     add_config_options(g, EngineConfig)
 
 
@@ -95,7 +96,7 @@ def cmd_generate(args) -> int:
     try:
         results = generate(
             prompts, model=args.model, method=args.method, branching=branching, sampling=sampling, engine=engine,
-            chat=not args.raw_prompt, on_step=on_step,
+            chat=not args.raw_prompt, chat_template=args.chat_template, on_step=on_step,
         )
     finally:
         bar.close()

@@ -54,6 +54,8 @@ class EvalConfig:
             problem selection (see ``eager.eval.datasets.load_problems``).
         template: the user message, with ``{question}``.
         chat: apply the model's chat template.
+        chat_template: for remote models, a .gguf or Jinja file whose chat template
+            is applied on this side (servers that cannot apply the model's own).
         branching, sampling, engine, reallocation: the nested rule configs.
         grade_timeout_s: Math-Verify limit per answer.
         extract: how the answer is read from a sequence: "boxed" (the paper's rule:
@@ -75,6 +77,7 @@ class EvalConfig:
     ids: tuple[str, ...] | None = None
     template: str = DEFAULT_TEMPLATE
     chat: bool = True
+    chat_template: str | None = None
     branching: BranchingConfig = field(default_factory=BranchingConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -184,7 +187,7 @@ def stored_config(config: EvalConfig, problems: Sequence[Problem], verifier_labe
 
 
 # What a config.json written before a key existed meant by its absence.
-LEGACY_VALUES: dict[str, Any] = {"extract": LEGACY_EXTRACT}
+LEGACY_VALUES: dict[str, Any] = {"extract": LEGACY_EXTRACT, "chat_template": None}
 
 
 def with_legacy_values(stored: dict[str, Any]) -> dict[str, Any]:

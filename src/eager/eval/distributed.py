@@ -83,6 +83,7 @@ class RayOptions:
     """
 
     address: str = LOCAL
+    connect_timeout_s: float = 10.0
     workers: int | None = None
     cpus_per_worker: int | None = None
     retries: int = 2
@@ -91,13 +92,15 @@ class RayOptions:
 
     def __post_init__(self) -> None:
         if not self.address:
-            raise EagerError("--ray needs an address like HEAD:6379, or none for a local cluster")
+            raise EagerError("ray needs an address like HEAD:6379, or none for a local cluster")
+        if self.address not in (LOCAL, "auto"):
+            _host_port(self.address)
         if self.workers is not None and self.workers < 1:
-            raise EagerError(f"--ray-workers must be >= 1, got {self.workers}")
+            raise EagerError(f"ray_workers must be >= 1, got {self.workers}")
         if self.cpus_per_worker is not None and self.cpus_per_worker < 1:
-            raise EagerError(f"--ray-cpus-per-worker must be >= 1, got {self.cpus_per_worker}")
+            raise EagerError(f"ray_cpus_per_worker must be >= 1, got {self.cpus_per_worker}")
         if self.retries < 0:
-            raise EagerError(f"--ray-retries must be >= 0, got {self.retries}")
+            raise EagerError(f"ray_retries must be >= 0, got {self.retries}")
         if not self.start_timeout_s > 0:
             raise EagerError(f"the worker start timeout must be > 0 s, got {self.start_timeout_s}")
 
@@ -246,6 +249,8 @@ class RayExecutor:
             return workers, cpus
         if ray.is_initialized():
             return self._sizes_on_cluster(ray)
+        if opts.address != "auto":
+            _check_reachable(opts.address, opts.connect_timeout_s)
         self._init(ray, address=opts.address)
         return self._sizes_on_cluster(ray)
 
@@ -420,6 +425,26 @@ def _combined(shards: list[_Shard], streams: dict, spent: int, done: int, elapse
         generated_tokens=spent + sum(shard.stats.generated_tokens for shard in shards if shard.stats is not None),
         elapsed_s=elapsed,
     )
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """HEAD:PORT (a ray:// prefix allowed) -> (host, port); anything else is a clear error."""
+    bare = address.removeprefix("ray://")
+    host, sep, port = bare.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise EagerError(f"bad Ray address {address!r}: expected HOST:PORT (e.g. 10.0.0.1:6379), auto, or none for a local cluster")
+    return host.strip("[]"), int(port)
+
+
+def _check_reachable(address: str, timeout_s: float) -> None:
+    """Fail in seconds where ray.init would wait for a head that is not there."""
+    import socket
+
+    host, port = _host_port(address)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as error:
+        raise EagerError(f"no Ray cluster answers at {address} ({error.strerror or error}); is it up? `ray status` on the head") from None
 
 
 def _worker_death_errors(ray) -> tuple[type[BaseException], ...]:

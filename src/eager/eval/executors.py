@@ -52,6 +52,7 @@ class ModelSpec:
     model: str
     engine: EngineConfig = field(default_factory=EngineConfig)
     max_sequences: int = DEFAULT_BACKEND_SEQUENCES
+    chat_template: str | None = None  # remote models: a .gguf or Jinja file applied on this side
 
 
 class LocalExecutor:
@@ -113,7 +114,7 @@ def open_executor(spec: ModelSpec) -> Executor:
 
     if remote := parse_remote_model(spec.model):
         url, served_model = remote
-        return RemoteExecutor(connect(url, served_model))
+        return RemoteExecutor(connect(url, served_model, chat_template=spec.chat_template))
     backend = load_backend(spec.model, engine=spec.engine, max_sequences=spec.max_sequences)
     return LocalExecutor(backend, max_prompts_in_flight=spec.engine.max_prompts_in_flight, owns_backend=True)
 

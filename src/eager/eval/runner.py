@@ -284,7 +284,10 @@ def backend_sequences(config: EvalConfig) -> int:
 
 def model_spec(config: EvalConfig) -> ModelSpec:
     """The spec of ``config``'s model, as a worker elsewhere would open it."""
-    return ModelSpec(model=absolute_model(config.model), engine=config.engine, max_sequences=min(256, backend_sequences(config)))
+    template = absolute_model(config.chat_template) if config.chat_template else None
+    return ModelSpec(
+        model=absolute_model(config.model), engine=config.engine, max_sequences=min(256, backend_sequences(config)), chat_template=template
+    )
 
 
 def open_run_executor(config: EvalConfig, backend: Backend | None, ray: "RayOptions | None") -> Executor:

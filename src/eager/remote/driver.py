@@ -39,7 +39,7 @@ from eager.core.results import GenerationResult, StepStats, result_of
 from eager.core.tree import Branch, Status, Tree, TreeRequest
 from eager.errors import EagerError
 from eager.remote.http import Http, Transient
-from eager.remote.logprobs import StreamedToken, no_logprobs_error, parse_choice, token_entropy
+from eager.remote.logprobs import StreamedToken, no_logprobs_error, parse_choice, token_entropies, token_entropy
 from eager.remote.server import Server
 from eager.remote.steps import Effects, Finish, Received, Row
 
@@ -68,6 +68,7 @@ class RemoteStats:
     cached_prompt_tokens: int = 0  # of those, what the server says its cache served (where it says)
     retries: int = 0
     peak_streams: int = 0  # streams open at once, at most
+    parked: int = 0  # streams closed because their branch ran ahead while a sibling waited for a slot
 
 
 class RemoteDriver:
@@ -165,6 +166,7 @@ class RemoteDriver:
                     live_branches=sum(len(t.live) for t in trees),
                     generated_tokens=sum(t.generated_tokens for t in trees),
                     elapsed_s=time.perf_counter() - start,
+                    preemptions=self.stats.parked,
                 )
             )
 
@@ -261,10 +263,11 @@ class RemoteDriver:
         if not token.candidates:
             raise no_logprobs_error(self.server.url)
         self.stats.streamed_tokens += 1
-        entropy = token_entropy(token)
-        if entropy > tree.request.branching.theta:  # it may fork: a fork must tell whether top-1/top-2 end
-            await self.vocab.learn_texts(self.http, token.candidates[:2])
-        return Received(token, self.vocab.token_id(token), entropy)
+        top_two, branching = token.candidates[:2], tree.request.branching
+        # a fork must tell whether its top-1 and top-2 end the sequence: vLLM sends their ids only
+        if self.vocab.lacks_texts(top_two) and tree.n_sequences < branching.max_sequences and token_entropy(token) > branching.theta:
+            await self.vocab.learn_texts(self.http, top_two)
+        return Received(token, self.vocab.token_id(token))
 
     async def _finish(self, tree: Tree, branch: Branch, held: Received | None, reason: str, me: asyncio.Task | None) -> None:
         """The server ended the stream: "stop" (end of sequence) or "length"."""
@@ -288,10 +291,14 @@ class RemoteDriver:
         if len(queue) >= LOOKAHEAD and self._sibling_waits(tree, branch):
             del self._streams[branch]  # park: free the slot for the branch that holds the tree back
             self._parked.add(branch)
+            self.stats.parked += 1
             return False
         return True
 
     def _sibling_waits(self, tree: Tree, branch: Branch) -> bool:
+        """Whether every slot is taken and a sibling the tree waits for has none."""
+        if not self._slots.locked():
+            return False
         return any(b is not branch and not b.finished and not self._queues[b] and b not in self._open for b in tree.branches)
 
     # -- steps of a tree ---------------------------------------------------------------
@@ -314,7 +321,9 @@ class RemoteDriver:
         step = len(items[0][0].token_ids)
         known = tree.n_sequences
         effects = Effects(self.vocab, self._pieces, step, self._release)
-        rows = [Row(branch, item, effects) for branch, item in items if isinstance(item, Received)]
+        received = [(branch, item) for branch, item in items if isinstance(item, Received)]
+        entropies = token_entropies([item.token for _, item in received]) if received else []
+        rows = [Row(branch, item, h, effects) for (branch, item), h in zip(received, entropies)]
         for branch, item in items:
             if isinstance(item, Finish):
                 brancher.finish(branch, item.reason, effects)

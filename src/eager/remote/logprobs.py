@@ -66,9 +66,21 @@ def looks_like_end(text: str | None) -> bool:
     return bool(text) and bool(END_TOKEN_TEXT.match(text))  # type: ignore[arg-type]
 
 
+def token_entropies(tokens: Sequence[StreamedToken]) -> np.ndarray:
+    """Top-K entropy in nats of the step each token was sampled at, in one vectorised call.
+
+    A token with fewer candidates than the widest is padded with -inf (a
+    zero-probability entry adds nothing); one candidate gives 0.
+    """
+    width = max(len(t.candidates) for t in tokens)
+    rows = np.full((len(tokens), width), -np.inf)
+    for row, token in zip(rows, tokens):
+        row[: len(token.candidates)] = [c.logprob for c in token.candidates]
+    return entropy_from_logprobs(rows)
+
+
 def token_entropy(token: StreamedToken) -> float:
-    """Top-K entropy in nats of the step ``token`` was sampled at (0 with one candidate)."""
-    return float(entropy_from_logprobs(np.array([[c.logprob for c in token.candidates]]))[0])
+    return float(token_entropies([token])[0])
 
 
 def parse_choice(choice: dict, k: int, url: str) -> list[StreamedToken]:
@@ -96,6 +108,8 @@ def parse_choice(choice: dict, k: int, url: str) -> list[StreamedToken]:
 
 
 def _id_or_text(token: str) -> tuple[int | None, str | None]:
+    if not token.startswith("token_id:"):  # (checked first: the regular expression costs more per token)
+        return None, token
     match = TOKEN_ID_TEXT.match(token)
     return (int(match.group(1)), None) if match else (None, token)
 

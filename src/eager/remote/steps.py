@@ -29,7 +29,6 @@ class Received:
 
     token: StreamedToken
     id: int  # the server's id, or a provisional one from the text
-    entropy: float
     ends: bool = False  # the server finished the sequence with it: an end-of-generation token
 
 
@@ -43,9 +42,9 @@ class Finish:
 class Row:
     """A received token as a brancher row: the server's draw is plain sampling's token."""
 
-    def __init__(self, branch: Branch, item: Received, effects: "Effects") -> None:
+    def __init__(self, branch: Branch, item: Received, entropy: float, effects: "Effects") -> None:
         self.branch = branch
-        self.entropy = item.entropy
+        self.entropy = float(entropy)
         self.sampled = END if item.ends else item.id
         self._token = item.token
         self._vocab = effects.vocab

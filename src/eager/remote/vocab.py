@@ -13,6 +13,7 @@ server renders as no bytes (llama-server).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Callable, Iterable, Sequence
 
@@ -68,6 +69,7 @@ class Vocab:
         self.id_prompts = id_prompts  # ids are the server's own (else provisional, from text)
         self.pieces = PieceTable()
         self._text_of_id: dict[int, str] = {}
+        self._fetching: dict[int, asyncio.Future] = {}  # one request per id, however many streams ask at once
 
     # -- while streaming (no requests) -------------------------------------------
 
@@ -99,19 +101,31 @@ class Vocab:
 
     # -- lookups that may ask the server ---------------------------------------------
 
+    def lacks_texts(self, candidates: Iterable[Candidate]) -> bool:
+        """Whether some candidates came as ids only (vLLM), so their texts must be fetched."""
+        return self.dialect.streams_ids and any(c.text is None and c.id is not None for c in candidates)
+
     async def learn_texts(self, http: Http, candidates: Iterable[Candidate]) -> None:
         """Fetch the text of candidates sent as ids only (vLLM), so a fork can tell an end token."""
-        if not self.dialect.streams_ids:
-            return
         for candidate in candidates:
             if candidate.text is None and candidate.id is not None:
                 await self.piece_text(http, candidate.id)
 
     async def piece_text(self, http: Http, token_id: int) -> str:
-        """One token's text through the detokenize endpoint, cached."""
-        if token_id not in self._text_of_id:
+        """One token's text through the detokenize endpoint, cached; one request per id."""
+        if token_id in self._text_of_id:
+            return self._text_of_id[token_id]
+        fetching = self._fetching.get(token_id)
+        if fetching is None or fetching.get_loop() is not asyncio.get_running_loop():
+            fetching = self._fetching[token_id] = asyncio.ensure_future(self._fetch_text(http, token_id))
+        return await asyncio.shield(fetching)
+
+    async def _fetch_text(self, http: Http, token_id: int) -> str:
+        try:
             self._text_of_id[token_id] = await self.dialect.detokenize(http, [token_id])
-        return self._text_of_id[token_id]
+            return self._text_of_id[token_id]
+        finally:
+            self._fetching.pop(token_id, None)
 
     async def ends(self, http: Http, token: StreamedToken) -> bool:
         """Whether the token the server sent just before finishing with "stop" is its end token.
