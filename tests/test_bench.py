@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 
-from eager.bench import HEADLINE_KEYS, BenchConfig, measure_transformers
+from eager.bench import HEADLINE_KEYS, BenchConfig, StepClock, greedy_agreement, measure_transformers
+from eager.bench.kv import cells_in_budget
+from eager.core.results import StepStats
 from eager.cli.bench import add_parser
 from eager.errors import EagerError
 
-SCALING_KEYS = {"prompts", "sequences", "tokens", "seconds", "tokens_per_s", "kv_cells", "kv_mib"}
+OCCUPANCY_KEYS = {"prompts_in_flight_max", "prompts_in_flight_mean", "preemptions"}
+SCALING_KEYS = {"prompts", "sequences", "tokens", "seconds", "tokens_per_s", "kv_cells", "kv_mib"} | OCCUPANCY_KEYS
+KV_KEYS = {"ctx", "kv_bytes_per_cell", "kv_mib", "tokens", "seconds", "tokens_per_s", "greedy_agreement", "entropy_mad"} | OCCUPANCY_KEYS
 
 
 def bench_args(*argv: str) -> argparse.Namespace:
@@ -40,14 +45,50 @@ def test_quick_bench_writes_every_key_as_a_finite_number(tmp_path, capsys):
     assert [row["prompts"] for row in data["scaling"]] == [1, 2, 4, 8]
     for row in data["scaling"]:
         assert set(row) >= SCALING_KEYS and all(is_finite_number(row[k]) for k in SCALING_KEYS)
-    for section in ("engine_vs_raw_detail", "entropy_detail", "eager_detail", "fork_detail", "kv_fill", "targets"):
+    for section in ("engine_vs_raw_detail", "entropy_detail", "eager_detail", "fork_detail", "kv_fill", "kv_detail", "targets"):
         assert section in data
+    for method in ("parallel", "eager_init"):
+        run = data["eager_detail"][method]
+        assert all(is_finite_number(run[k]) for k in OCCUPANCY_KEYS), method
+        assert 1 <= run["prompts_in_flight_mean"] <= run["prompts_in_flight_max"] <= data["eager_detail"]["problems"]
+    assert [(row["kv_type"], row["flash_attn"]) for row in data["kv"]] == [("f16", "on"), ("f16", "off"), ("q8_0", "on")]
+    for row in data["kv"]:
+        assert set(row) >= KV_KEYS and all(is_finite_number(row[k]) for k in KV_KEYS), row
+    f16, _, q8 = data["kv"]
+    # the same memory holds about twice the q8_0 cells; the reference agrees with itself
+    assert q8["kv_mib"] <= f16["kv_mib"] and q8["ctx"] >= 1.8 * f16["ctx"]
+    assert (f16["greedy_agreement"], f16["entropy_mad"]) == (1.0, 0.0)
     assert all(is_finite_number(v) for v in data["entropy_detail"].values())
     # deterministic, not a timing: the forked prefix is stored once, so the fill check fits
     assert data["kv_fill"]["fits_required"] and data["kv_fill"]["cells_when_full"] <= data["kv_fill"]["n_ctx"]
     assert (tmp_path / "bench.md").read_text().startswith("# eager bench")
     assert (tmp_path / "bench.png").stat().st_size > 0
-    assert "engine_vs_raw" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "engine_vs_raw" in printed and "prompts in flight (max / mean)" in printed and "| q8_0 | on |" in printed
+
+
+def test_prompts_in_flight_at_a_step_count_the_prompts_it_finished():
+    clock = StepClock()
+    for in_flight, done, preempted in [(2, 0, 0), (1, 1, 1), (0, 2, 1)]:
+        clock(StepStats(steps=0, prompts_done=done, prompts_in_flight=in_flight, live_branches=0, generated_tokens=0, elapsed_s=0.0, preemptions=preempted))
+    assert clock.occupancy() == {"prompts_in_flight_max": 2, "prompts_in_flight_mean": pytest.approx(5 / 3), "preemptions": 1}
+
+
+def greedy_result(token_ids, entropies):
+    return SimpleNamespace(sequences=[SimpleNamespace(token_ids=token_ids, entropies=entropies)])
+
+
+def test_greedy_agreement_is_the_shared_prefix_and_the_entropy_gap_where_both_saw_the_same_tokens():
+    reference = [greedy_result([1, 2, 3, 4], [0.5, 0.5, 0.5, 0.5]), greedy_result([7], [1.0])]
+    other = [greedy_result([1, 2, 9, 9], [0.5, 0.7, 0.1, 3.0]), greedy_result([7], [1.0])]
+    # 2 of 4 tokens, then all of 1; entropies compared up to the first difference, included: 0, 0.2, 0.4 and 0
+    assert greedy_agreement(reference, other) == {"greedy_agreement": 0.75, "entropy_mad": pytest.approx(0.15)}
+
+
+def test_q8_0_gets_the_cells_that_fit_in_the_memory_of_the_f16_cells():
+    assert cells_in_budget(8192, "f16") == 8192
+    cells = cells_in_budget(8192, "q8_0")
+    assert cells % 256 == 0 and 8192 * 64 - 256 * 34 < cells * 34 <= 8192 * 64
 
 
 @pytest.mark.parametrize(

@@ -82,11 +82,25 @@ def model_params(lib):
     return params
 
 
-def _kv_bytes_per_cell(lib, model) -> int:
-    """Bytes one KV cell takes: K and V of every layer, in the default F16 cache."""
+# The KV cache types offered (llama.cpp's type_k and type_v): the GGML type and its
+# bytes per value (q8_0 stores blocks of 32 values in 34 bytes: 32 int8 and an f16 scale)
+KV_TYPES = {"f16": ("GGML_TYPE_F16", 2.0), "q8_0": ("GGML_TYPE_Q8_0", 34 / 32)}
+# Flash attention (llama.cpp's flash_attn_type); "auto" is llama.cpp's default
+FLASH_ATTN = {"auto": "LLAMA_FLASH_ATTN_TYPE_AUTO", "on": "LLAMA_FLASH_ATTN_TYPE_ENABLED", "off": "LLAMA_FLASH_ATTN_TYPE_DISABLED"}
+
+
+def _choice(table: dict, value: str, name: str):
+    if value not in table:
+        raise EagerError(f"unknown {name} {value!r}; choose from {', '.join(table)}")
+    return table[value]
+
+
+def _kv_bytes_per_cell(lib, model, kv_type: str) -> int:
+    """Bytes one KV cell takes: K and V of every layer, in the cache's type."""
     n_head = lib.llama_model_n_head(model)
     head_dim = lib.llama_model_n_embd(model) // max(n_head, 1)
-    return 2 * lib.llama_model_n_layer(model) * lib.llama_model_n_head_kv(model) * head_dim * 2
+    values = 2 * lib.llama_model_n_layer(model) * lib.llama_model_n_head_kv(model) * head_dim
+    return round(values * KV_TYPES[kv_type][1])
 
 
 class LlamaTokenizer:
@@ -192,7 +206,10 @@ class LlamaBackend:
         n_ctx: KV cells shared by all sequences (a forked prefix uses its cells once).
         max_sequences: sequences that may exist at once (<= 256).
         n_batch: most tokens in one step (prefill chunks and decodes together).
-        n_threads: CPU threads; None lets llama.cpp choose.
+        n_threads: CPU threads; None: the cores this process may use.
+        kv_type: the KV cache's type, a key of :data:`KV_TYPES` (K and V alike).
+        flash_attn: "auto", "on" or "off" (:data:`FLASH_ATTN`); a quantized
+            cache needs it on (llama.cpp refuses the context otherwise).
     """
 
     def __init__(
@@ -203,11 +220,15 @@ class LlamaBackend:
         max_sequences: int = 64,
         n_batch: int = 512,
         n_threads: int | None = None,
+        kv_type: str = "f16",
+        flash_attn: str = "auto",
     ) -> None:
         if not os.path.isfile(model_path):
             raise EagerError(f"model file not found: {model_path}")
         if not 1 <= max_sequences <= LLAMA_MAX_SEQ:
             raise EagerError(f"llama.cpp holds 1..{LLAMA_MAX_SEQ} sequences at once, asked for {max_sequences}")
+        type_name, _ = _choice(KV_TYPES, kv_type, "kv_type")
+        flash_name = _choice(FLASH_ATTN, flash_attn, "flash_attn")
         lib = self._lib = _llama()
         _init_llama_backend()
 
@@ -218,7 +239,8 @@ class LlamaBackend:
         self._vocab = lib.llama_model_get_vocab(self._model)
         self.vocab_size = lib.llama_vocab_n_tokens(self._vocab)
         self.n_ctx_train = lib.llama_model_n_ctx_train(self._model)
-        self.kv_bytes_per_cell = _kv_bytes_per_cell(lib, self._model)
+        self.kv_type, self.flash_attn = kv_type, flash_attn
+        self.kv_bytes_per_cell = _kv_bytes_per_cell(lib, self._model, kv_type)
         self.tokenizer = LlamaTokenizer(lib, self._model, self._vocab)
 
         cparams = lib.llama_context_default_params()
@@ -228,6 +250,8 @@ class LlamaBackend:
         cparams.n_seq_max = max_sequences
         cparams.kv_unified = True  # one pool of cells: shared prefixes are stored once
         cparams.no_perf = True
+        cparams.type_k = cparams.type_v = getattr(lib, type_name)
+        cparams.flash_attn_type = getattr(lib, flash_name)
         # llama.cpp's own default (4) oversubscribes small machines: use the cores we may run on
         n_threads = n_threads or len(os.sched_getaffinity(0))
         cparams.n_threads = n_threads
@@ -235,7 +259,9 @@ class LlamaBackend:
         self._ctx = lib.llama_init_from_model(self._model, cparams)
         if not self._ctx:
             lib.llama_model_free(self._model)
-            raise EagerError(f"llama.cpp could not create a context of {n_ctx} cells for {model_path}")
+            raise EagerError(
+                f"llama.cpp could not create a context of {n_ctx} cells (kv_type {kv_type}, flash_attn {flash_attn}) for {model_path}"
+            )
         self._memory = lib.llama_get_memory(self._ctx)
         self.n_ctx = lib.llama_n_ctx(self._ctx)
         self.n_batch = n_batch

@@ -27,18 +27,33 @@ class StepClock:
     """Wall-clock of every step of a run: an engine's ``on_step`` callback, or called by hand.
 
     The first segment runs from the clock's creation to the first step's end,
-    the last from the last step to :meth:`stop`.
+    the last from the last step to :meth:`stop`. Given the engine's
+    ``StepStats``, it also keeps the prompts in flight at each step (those
+    still in flight after it plus those it finished) and the run's
+    preemptions (:meth:`occupancy`).
     """
 
     def __init__(self) -> None:
         self.marks = [time.perf_counter()]
+        self.in_flight: list[int] = []
+        self.preemptions = 0
+        self._done = 0
 
-    def __call__(self, _stats: Any = None) -> None:
+    def __call__(self, stats: Any = None) -> None:
         self.marks.append(time.perf_counter())
+        if stats is not None:
+            self.in_flight.append(stats.prompts_in_flight + stats.prompts_done - self._done)
+            self._done = stats.prompts_done
+            self.preemptions = stats.preemptions  # the engine's count so far
 
     def stop(self) -> list[float]:
         self.marks.append(time.perf_counter())
         return list(np.diff(self.marks))
+
+    def occupancy(self) -> dict[str, Any]:
+        """Prompts in flight over the steps (most and mean) and the trees preempted or branches parked."""
+        counts = self.in_flight or [0]
+        return {"prompts_in_flight_max": max(counts), "prompts_in_flight_mean": float(np.mean(counts)), "preemptions": self.preemptions}
 
 
 def steady_seconds(runs: Sequence[Sequence[float]]) -> float:
@@ -54,11 +69,12 @@ def steady_seconds(runs: Sequence[Sequence[float]]) -> float:
     return float(np.min(np.asarray(runs, dtype=np.float64), axis=0).sum())
 
 
-def clocked_runs(fn: Callable[[StepClock], Any], repeats: int) -> tuple[Any, list[list[float]]]:
-    """(the last run's value, each run's step times); fn runs with a fresh clock as on_step."""
-    runs, value = [], None
+def clocked_runs(fn: Callable[[StepClock], Any], repeats: int) -> tuple[Any, list[list[float]], dict[str, Any]]:
+    """(the last run's value, each run's step times, its :meth:`StepClock.occupancy`);
+    fn runs with a fresh clock as on_step."""
+    runs, value, clock = [], None, StepClock()
     for _ in range(max(repeats, 1)):
         clock = StepClock()
         value = fn(clock)
         runs.append(clock.stop())
-    return value, runs
+    return value, runs, clock.occupancy()

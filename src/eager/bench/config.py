@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from eager.backends.llama import LLAMA_MAX_SEQ
 from eager.core.config import option
 from eager.errors import EagerError
 from eager.models import DEFAULT_MODEL, TEST_MODEL
@@ -26,7 +27,11 @@ class BenchSizes:
         problems: GSM8K questions for EAGER-init vs parallel.
         problem_tokens: tokens per sequence there.
         scaling_tokens: tokens per sequence in the scaling runs.
-        run_repeats: runs of each EAGER-init / parallel / scaling configuration.
+        scaling_prompts: prompts in flight for the scaling runs (M sequences each,
+            at most 256 sequences in all: llama.cpp's cap).
+        run_repeats: runs of each EAGER-init / parallel / scaling / KV configuration.
+        kv_problems: GSM8K questions for the KV section (parallel sampling, M each).
+        kv_tokens: tokens per sequence there (and of the greedy accuracy runs).
 
     Every time reported is the fastest of its repeats: on a shared machine
     the minimum is the estimate least disturbed by other work.
@@ -39,14 +44,19 @@ class BenchSizes:
     problems: int
     problem_tokens: int
     scaling_tokens: int
+    scaling_prompts: tuple[int, ...]
     run_repeats: int
+    kv_problems: int
+    kv_tokens: int
 
 
 QUICK = BenchSizes(
-    max_tokens=24, repeats=2, decode_steps=6, timing_repeats=20, problems=2, problem_tokens=32, scaling_tokens=8, run_repeats=1
+    max_tokens=24, repeats=2, decode_steps=6, timing_repeats=20, problems=2, problem_tokens=32,
+    scaling_tokens=8, scaling_prompts=(1, 2, 4, 8), run_repeats=1, kv_problems=2, kv_tokens=16,
 )
 FULL = BenchSizes(
-    max_tokens=48, repeats=3, decode_steps=12, timing_repeats=50, problems=12, problem_tokens=128, scaling_tokens=16, run_repeats=1
+    max_tokens=48, repeats=3, decode_steps=12, timing_repeats=50, problems=12, problem_tokens=128,
+    scaling_tokens=16, scaling_prompts=(1, 2, 4, 8, 16, 32), run_repeats=1, kv_problems=12, kv_tokens=128,
 )
 
 
@@ -60,14 +70,15 @@ class BenchConfig:
         quick: the small sizes (:data:`QUICK`), else :data:`FULL`.
         M: sequences per prompt.
         threads: CPU threads for llama.cpp and torch (None: all cores).
-        ctx: KV cells of the main context (engine, raw loop, scaling).
+        ctx: KV cells of the main context (engine, raw loop, scaling); in the KV
+            section, the f16 memory every setting gets (q8_0 fits more cells in it).
         n_batch: tokens per decode call.
         seed: run seed.
         theta: EAGER-init's threshold in the EAGER-vs-parallel section; pick one
             at which the model forks (see BENCHMARKS.md's sweep), or its trees
             stay single sequences and measure nothing but narrow steps.
         peer: run the transformers peer when it is installed.
-        scaling_prompts: prompts in flight for the scaling runs.
+        kv: run the KV section (cache type and flash attention).
         prefix_tokens: the shared prefix for the fork measurements.
         fill_ctx: KV cells of the small context filled until full.
         fill_new_tokens: new tokens per sequence that must fit beside the shared prefix there.
@@ -82,7 +93,7 @@ class BenchConfig:
     seed: int = option(0, "run seed (default: {default})")
     theta: float = option(2.2, "EAGER-init's threshold for the EAGER-vs-parallel section (default: {default}; use one at which your model forks)")
     peer: bool = True
-    scaling_prompts: tuple[int, ...] = (1, 2, 4, 8)
+    kv: bool = option(True, "the KV section: f16 vs q8_0 cache, flash attention on vs off (default: on; --no-kv skips it)")
     prefix_tokens: int = 400
     fill_ctx: int = 1024
     fill_new_tokens: int = 60
@@ -109,5 +120,10 @@ class BenchConfig:
         return self.threads or os.cpu_count() or 1
 
     @property
+    def scaling_prompts(self) -> tuple[int, ...]:
+        return self.sizes.scaling_prompts
+
+    @property
     def max_sequences(self) -> int:
-        return self.M * max(self.scaling_prompts)
+        """Sequences the main context holds: every scaling run's at once, within llama.cpp's cap."""
+        return min(self.M * max(self.scaling_prompts), LLAMA_MAX_SEQ)

@@ -170,12 +170,13 @@ def measure_eager_vs_parallel(backend: Backend, prompts: Sequence[str], cfg: Ben
 
     Each method runs all the prompts in one call (they are batched together),
     ``run_repeats`` times; wall-clock is :func:`steady_seconds` of those runs.
+    Each method also reports the prompts in flight over its steps and its preemptions.
     """
     from eager.api import generate
 
     runs = {}
     for method in ("parallel", "eager-init"):
-        results, steps = clocked_runs(
+        results, steps, occupancy = clocked_runs(
             lambda clock: generate(
                 list(prompts), backend=backend, method=method, M=cfg.M, theta=cfg.theta,
                 max_tokens=cfg.sizes.problem_tokens, seed=cfg.seed, on_step=clock
@@ -187,6 +188,7 @@ def measure_eager_vs_parallel(backend: Backend, prompts: Sequence[str], cfg: Ben
             "sequences": sum(len(r.sequences) for r in results),
             "steps": len(steps[0]) - 1,
             "wall_s": steady_seconds(steps),
+            **occupancy,
         }
     parallel, eager = runs["parallel"], runs["eager-init"]
     token_ratio = eager["tokens"] / parallel["tokens"]
@@ -209,19 +211,20 @@ def measure_eager_vs_parallel(backend: Backend, prompts: Sequence[str], cfg: Ben
 
 
 def measure_scaling(backend: Backend, prompts: Sequence[str], cfg: BenchConfig) -> list[dict[str, Any]]:
-    """Tokens/s and KV cells with 1, 2, 4, 8 prompts in flight, M sequences each.
+    """Tokens/s and KV cells with 1, 2, 4, 8 (16, 32 in the full bench) prompts given at once, M sequences each.
 
-    All prompts of a run are in flight together (the context holds them).
     Tokens/s is generated tokens over wall-clock (:func:`steady_seconds` of
-    ``run_repeats`` runs), prefill included. KV cells
-    are each tree's prompt plus its generated tokens (shared cells once): the
-    cache's size when every sequence is at its longest.
+    ``run_repeats`` runs), prefill included. KV cells are each tree's prompt
+    plus its generated tokens (shared cells once): what the cache would hold
+    with every sequence at its longest. Whether all prompts were in flight
+    together (the cache and the backend's sequence slots decide) is measured:
+    prompts in flight after each step (most and mean) and preemptions.
     """
     from eager.api import generate
 
     rows = []
     for n in cfg.scaling_prompts:
-        results, steps = clocked_runs(
+        results, steps, occupancy = clocked_runs(
             lambda clock: generate(
                 list(prompts[:n]), backend=backend, method="parallel", M=cfg.M, max_tokens=cfg.sizes.scaling_tokens, seed=cfg.seed, on_step=clock
             ),
@@ -239,6 +242,7 @@ def measure_scaling(backend: Backend, prompts: Sequence[str], cfg: BenchConfig) 
                 "tokens_per_s": tokens / seconds,
                 "kv_cells": cells,
                 "kv_mib": cells * backend.kv_bytes_per_cell / 2**20,
+                **occupancy,
             }
         )
     return rows

@@ -52,8 +52,56 @@ def _fill_line(fill: dict[str, Any]) -> str:
     )
 
 
+def _eager_rows(eager: dict[str, Any]) -> list[str]:
+    """EAGER-init beside parallel: work done, and how many prompts shared the steps."""
+    lines = [
+        "| method | tokens | sequences | steps | wall s | prompts in flight (max / mean) | preemptions |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, key in (("parallel", "parallel"), ("eager-init", "eager_init")):
+        r = eager[key]
+        lines.append(
+            f"| {name} | {r['tokens']} | {r['sequences']} | {r['steps']} | {_fmt(r['wall_s'])} "
+            f"| {r['prompts_in_flight_max']} / {_fmt(r['prompts_in_flight_mean'])} | {r['preemptions']} |"
+        )
+    return lines
+
+
+def _scaling_rows(scaling: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| prompts given | sequences | tokens/s | KV cells | KV MiB | prompts in flight (max / mean) | preemptions |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {r['prompts']} | {r['sequences']} | {_fmt(r['tokens_per_s'])} | {r['kv_cells']} | {_fmt(r['kv_mib'])} "
+        f"| {r['prompts_in_flight_max']} / {_fmt(r['prompts_in_flight_mean'])} | {r['preemptions']} |"
+        for r in scaling
+    ]
+    return lines
+
+
+def _kv_rows(rows: list[dict[str, Any]], detail: dict[str, Any]) -> list[str]:
+    """One row per cache type and flash attention setting, all in the same KV memory."""
+    ref = detail["reference"]
+    lines = [
+        f"KV cache settings, each in the memory of {detail['f16_cells_budget']} f16 cells: {detail['problems']} GSM8K questions, "
+        f"parallel M = {detail['M']}, {detail['max_tokens']} tokens; greedy agreement and entropy gap against "
+        f"{ref['kv_type']} with flash attention {ref['flash_attn']}.",
+        "",
+        "| kv_type | flash_attn | cells | bytes/cell | KV MiB | prompts in flight (max / mean) | preemptions | tokens/s | greedy agreement | top-20 entropy gap (nats) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {r['kv_type']} | {r['flash_attn']} | {r['ctx']} | {r['kv_bytes_per_cell']} | {_fmt(r['kv_mib'])} "
+        f"| {r['prompts_in_flight_max']} / {_fmt(r['prompts_in_flight_mean'])} | {r['preemptions']} | {_fmt(r['tokens_per_s'])} "
+        f"| {_fmt(r['greedy_agreement'])} | {_fmt(r['entropy_mad'])} |"
+        for r in rows
+    ]
+    return lines
+
+
 def to_markdown(out: dict[str, Any], command: str = "") -> str:
-    """The run as markdown: settings, the headline table, the fill check, scaling and targets."""
+    """The run as markdown: settings, the headline table, the fill check, EAGER vs parallel, scaling, KV settings and targets."""
     peer = out.get("transformers_detail")
     lines = [
         f"# eager bench: {out['model']} ({'quick' if out['quick'] else 'full'})",
@@ -65,8 +113,9 @@ def to_markdown(out: dict[str, Any], command: str = "") -> str:
     lines += ["", *_headline_rows(out), "", _fill_line(out["kv_fill"])]
     if peer:
         lines.append(f"transformers: {_fmt(peer['tokens_per_s'])} tokens/s ({peer['tokens']} tokens, {peer['new_tokens_each']} new each, {_fmt(peer['seconds'])} s).")
-    lines += ["", "| prompts in flight | sequences | tokens/s | KV cells | KV MiB |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['prompts']} | {r['sequences']} | {_fmt(r['tokens_per_s'])} | {r['kv_cells']} | {_fmt(r['kv_mib'])} |" for r in out["scaling"]]
+    lines += ["", *_eager_rows(out["eager_detail"]), "", *_scaling_rows(out["scaling"])]
+    if out.get("kv"):
+        lines += ["", *_kv_rows(out["kv"], out["kv_detail"])]
     lines += ["", "| target | value | goal | met |", "| --- | --- | --- | --- |"]
     lines += [f"| {name} | {_fmt(t['value'])} | {t['target']} | {_fmt(t['met'])} |" for name, t in out["targets"].items()]
     return "\n".join(lines) + "\n"

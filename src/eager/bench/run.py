@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 from eager.backends.base import Backend
 from eager.bench.cache import measure_cache_fill, measure_fork_cost
 from eager.bench.config import BenchConfig
+from eager.bench.kv import measure_kv_options
 from eager.bench.measure import measure_eager_vs_parallel, measure_engine_vs_raw, measure_entropy_overhead, measure_scaling
 from eager.bench.peer import measure_transformers
 from eager.bench.raw import RawLoop
@@ -133,9 +134,12 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict[str, A
     """
     say = _reporter(progress)
     path = resolve_model(cfg.model_name)
-    problems = load_problems("gsm8k", limit=max(max(cfg.scaling_prompts), cfg.sizes.problems, 20))
+    problems = load_problems("gsm8k", limit=max(max(cfg.scaling_prompts), cfg.sizes.problems, cfg.sizes.kv_problems, 20))
     prompts = [format_prompt(p) for p in problems]
     out, prompt_ids = _llama_sections(cfg, path, prompts, [p.question for p in problems], say)
+    if cfg.kv:
+        kv = {"g. KV cache type and flash attention": lambda: measure_kv_options(path, prompts[: cfg.sizes.kv_problems], cfg)}
+        _timed_sections(out, kv, say)
     if cfg.peer:
         peer = {"e. transformers peer (its load is not timed)": lambda: measure_transformers(path, prompt_ids, cfg, out["engine_tokens_per_s"])}
         _timed_sections(out, peer, say)

@@ -105,6 +105,10 @@ class BranchingConfig:
         _check(self.entropy_top_k >= 2, f"entropy top-K must be >= 2, got {self.entropy_top_k}")
 
 
+KV_TYPES = ("f16", "q8_0")
+FLASH_ATTN_MODES = ("auto", "on", "off")
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """How the local llama.cpp engine is set up.
@@ -113,11 +117,19 @@ class EngineConfig:
         ctx: KV cache cells shared by all sequences of all prompts in flight.
         threads: CPU threads for llama.cpp (None: the cores this process may use).
         max_prompts_in_flight: cap on trees decoded together (None: as many as fit).
+        kv_type: the type of the cached keys and values (llama.cpp's type_k and
+            type_v): "f16", or "q8_0" (8-bit blocks, 34 bytes per 32 values:
+            about half the memory per cell, so twice the cells in the same memory).
+        flash_attn: llama.cpp's flash attention: "on", "off", or "auto" (llama.cpp
+            decides: on where the device supports it, as on CPU). llama.cpp
+            quantizes the V cache only with flash attention, so q8_0 needs it.
     """
 
     ctx: int = option(16384, "KV cache cells shared by all sequences (default: {default})")
     threads: int | None = option(None, "CPU threads for llama.cpp (default: the cores this process may use)")
     max_prompts_in_flight: int | None = option(None, "cap on trees decoded together (default: as many as the cache holds)")
+    kv_type: str = option("f16", "type of the KV cache: f16, or q8_0 (about half the memory per cell; needs flash attention) (default: {default})", choices=KV_TYPES)
+    flash_attn: str = option("auto", "llama.cpp flash attention: on, off, or auto (llama.cpp decides; on for CPU) (default: {default})", choices=FLASH_ATTN_MODES)
 
     def __post_init__(self) -> None:
         _check(self.ctx >= 16, f"ctx must be at least 16 cells, got {self.ctx}")
@@ -125,6 +137,12 @@ class EngineConfig:
         _check(
             self.max_prompts_in_flight is None or self.max_prompts_in_flight >= 1,
             f"max prompts in flight must be >= 1, got {self.max_prompts_in_flight}",
+        )
+        _check(self.kv_type in KV_TYPES, f"unknown kv_type {self.kv_type!r}; choose from {', '.join(KV_TYPES)}")
+        _check(self.flash_attn in FLASH_ATTN_MODES, f"unknown flash_attn {self.flash_attn!r}; choose from {', '.join(FLASH_ATTN_MODES)}")
+        _check(
+            self.kv_type == "f16" or self.flash_attn != "off",
+            f"kv_type {self.kv_type} needs flash_attn on (or auto): llama.cpp quantizes the V cache only with flash attention",
         )
 
 

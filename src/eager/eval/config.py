@@ -176,6 +176,8 @@ def stored_config(config: EvalConfig, problems: Sequence[Problem], verifier_labe
             stored.update({g.name: getattr(value, g.name) for g in fields(value) if g.name != "max_sequences"})
         else:
             stored[f.name] = value
+    stored["kv_type"] = config.engine.kv_type  # the cache's number format changes outputs; its size does not
+    stored["flash_attn"] = config.engine.flash_attn
     stored["M"] = list(config.M)
     stored["ids"] = sorted(config.ids) if config.ids is not None else None
     if Path(config.dataset).is_file():  # one file, however its path is spelled
@@ -187,7 +189,7 @@ def stored_config(config: EvalConfig, problems: Sequence[Problem], verifier_labe
 
 
 # What a config.json written before a key existed meant by its absence.
-LEGACY_VALUES: dict[str, Any] = {"extract": LEGACY_EXTRACT, "chat_template": None}
+LEGACY_VALUES: dict[str, Any] = {"extract": LEGACY_EXTRACT, "chat_template": None, "kv_type": "f16", "flash_attn": "auto"}
 
 
 def with_legacy_values(stored: dict[str, Any]) -> dict[str, Any]:
