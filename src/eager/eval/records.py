@@ -276,9 +276,12 @@ class RecordLog:
         if self._file is None:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             self._file = os.fdopen(fd, "a", encoding="utf-8")
-        self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as error:  # a full disk: the line is not done; a rerun generates it again
+            raise EagerError(f"cannot write {self.path}: {error.strerror or error}; free space and run the same command again") from None
         self._index(entry)
 
     def close(self) -> None:
