@@ -138,7 +138,7 @@ class LlamaTokenizer:
             buf = ctypes.create_string_buffer(n)
             n = lib.llama_chat_apply_template(self.chat_template, message, 1, True, buf, n)
         if n < 0:
-            raise EagerError("the model's chat template is not supported by llama.cpp; use --raw-prompt")
+            raise EagerError("the model's chat template is not supported by llama.cpp; pass chat=False (a raw prompt)")
         return buf.raw[:n].decode("utf-8", errors="replace")
 
     def encode_prompt(self, text: str, chat: bool) -> list[int]:

