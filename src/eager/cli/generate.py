@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from eager.cli.options import GENERATE_PRESETS, add_config_options, add_preset_option, config_from_args
-from eager.core.config import BranchingConfig, EngineConfig, SamplingConfig
+from eager.cli.options import GENERATE_PRESETS, Given, add_config_options, add_field_option, add_preset_option, config_from_args
+from eager.core.config import BranchingConfig, EngineConfig, SamplingConfig, options_of
 from eager.errors import EagerError
 from eager.files import read_lines
 from eager.models import DEFAULT_MODEL
@@ -16,8 +16,13 @@ EAGER starts one chain per prompt, watches the entropy of every next-token
 distribution and forks a new branch (sharing the prefix's KV cache) only where
 the model is uncertain. `parallel` samples M independent chains instead.
 
+theta: without --theta (or with --theta auto) each model gets its own: the
+value `eager calibrate` stored for it, else the one shipped with a packaged
+model, else the paper's 2.2 with a warning.
+
 examples:
-  eager generate --prompt "What is 17 * 23?" -M 8 --theta 2.2
+  eager generate --prompt "What is 17 * 23?" -M 8
+  eager generate --prompt "What is 17 * 23?" -M 8 --theta 1.2
   eager generate --model smollm2-135m --prompt "Hi" --method parallel -M 4 --json
   eager models
 """
@@ -31,6 +36,54 @@ def add_model_options(p) -> None:
     add_config_options(g, EngineConfig)
 
 
+THETA_HELP = (
+    "entropy threshold in nats for a fork (the top-20 maximum is ln 20 = 3.0), or auto: the value "
+    "`eager calibrate` stored for this model, else the one shipped with a packaged model, else the paper's "
+    f"{BranchingConfig.theta} with a warning (default: auto)"
+)
+
+
+def theta_value(text: str) -> float | str:
+    """``--theta``: a number of nats or "auto"."""
+    import argparse
+
+    from eager.api import AUTO
+
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of nats or {AUTO}, got {text!r}") from None
+
+
+def add_branching_options(group, *, exclude: tuple[str, ...] = ()) -> None:
+    """BranchingConfig's flags, with ``--theta`` taking "auto" (the default) as well as a number."""
+    from eager.api import AUTO
+
+    for f in options_of(BranchingConfig):
+        if f.name == "theta" and f.name not in exclude:
+            group.add_argument("--theta", dest="theta", action=Given, type=theta_value, default=AUTO, help=THETA_HELP)
+        elif f.name not in exclude:
+            add_field_option(group, f)
+
+
+def chosen_theta(args, model: str):
+    """The theta of ``--theta`` for ``model``, and where it came from (``eager.api.resolve_theta``)."""
+    from eager.api import resolve_theta
+
+    rules = config_from_args(BranchingConfig, args, exclude=("theta", "max_sequences"))
+    return resolve_theta(args.theta, model=model, branching=rules)
+
+
+def print_theta_note(choice, *, to) -> None:
+    """Say which theta a run uses (on ``to``, None: nowhere); a warning on stderr when nothing is known of the model."""
+    if choice.source == "default":
+        print(f"eager: warning: {choice.note}", file=sys.stderr)
+    elif to is not None:
+        print(choice.note, file=to)
+
+
 def add_parser(sub) -> None:
     gen = sub.add_parser("generate", help="generate a branching tree (or M parallel samples) for one or more prompts", epilog=EPILOG, formatter_class=_formatter())
     gen.add_argument("--prompt", action="append", default=[], help="a prompt (repeat for several; they are batched together)")
@@ -39,7 +92,7 @@ def add_parser(sub) -> None:
     add_model_options(gen)
     b = gen.add_argument_group("branching (EAGER-init)")
     b.add_argument("--method", default="eager-init", help="eager-init (entropy-aware branching) or parallel (M independent samples) (default: eager-init)")
-    add_config_options(b, BranchingConfig)
+    add_branching_options(b)
     add_config_options(gen.add_argument_group("sampling"), SamplingConfig)
     add_preset_option(gen, GENERATE_PRESETS)
     gen.set_defaults(func=cmd_generate)
@@ -89,7 +142,8 @@ def cmd_generate(args) -> int:
     from eager.api import generate
 
     prompts = _read_prompts(args)
-    branching = config_from_args(BranchingConfig, args)
+    theta = chosen_theta(args, args.model)
+    branching = config_from_args(BranchingConfig, args, exclude=("theta",), theta=theta.value)
     sampling = config_from_args(SamplingConfig, args)
     engine = config_from_args(EngineConfig, args)
     bar, on_step = _progress(len(prompts))
@@ -100,8 +154,10 @@ def cmd_generate(args) -> int:
         )
     finally:
         bar.close()
+    if args.method != "parallel":  # after the run: a run that fails says only its error, in one line
+        print_theta_note(theta, to=None if args.json else sys.stdout)
     if args.json:
-        payload = [r.to_dict() for r in results]
+        payload = [{**r.to_dict(), "theta": theta.value, "theta_source": theta.source} for r in results]
         print(json.dumps(payload[0] if len(payload) == 1 else {"results": payload}, ensure_ascii=False))
     else:
         for result in results:

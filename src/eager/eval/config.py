@@ -8,23 +8,30 @@ a directory written before the nesting still resumes. A key that an older
 ``config.json`` lacks is read as the value that run used (:data:`LEGACY_VALUES`):
 a run from before extraction modes graded leniently, so it resumes only under
 ``extract="lenient"``.
+
+``theta="auto"`` in :meth:`EvalConfig.of` is the model's calibrated threshold
+(``eager.api.resolve_theta``); ``theta_source`` records where the theta came from.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, fields, replace
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Sequence
 
+from eager.api import AUTO, resolve_theta
 from eager.core.config import BranchingConfig, EngineConfig, SamplingConfig, option, split_options
 from eager.errors import EagerError
 from eager.eval.budget import ReallocationConfig
 from eager.eval.datasets import DEFAULT_TEMPLATE, Problem
 from eager.eval.grading import DEFAULT_EXTRACT, EXTRACT_MODES, LEGACY_EXTRACT, check_extract_mode
 from eager.eval.methods import EVAL_METHODS, INIT_METHOD, REALLOCATION_METHODS, TREE_METHODS
-from eager.models import DEFAULT_MODEL
+from eager.models import DEFAULT_MODEL, model_identity
 
 
 def _as_tuple(value: Any, what: str) -> tuple:
@@ -61,6 +68,9 @@ class EvalConfig:
         extract: how the answer is read from a sequence: "boxed" (the paper's rule:
             the last \\boxed{} only; no box or a truncated one is wrong) or "lenient"
             (else the text after "answer is", else the last number).
+        theta_source: where ``branching.theta`` came from: "given", or what theta
+            "auto" found for the model: "calibrated", "shipped" or "default"
+            (``eager.api.ThetaChoice``). Provenance only: a run resumes whatever it says.
     """
 
     out_dir: str
@@ -89,14 +99,22 @@ class EvalConfig:
         "lenient = else the text after 'answer is', else the last number (default: {default})",
         choices=EXTRACT_MODES,
     )
+    theta_source: str = "given"
 
     @classmethod
     def of(cls, **options: Any) -> "EvalConfig":
-        """An EvalConfig from flat keywords: its own fields and any field of the nested configs."""
+        """An EvalConfig from flat keywords: its own fields and any field of the nested configs.
+
+        ``theta="auto"`` resolves to the calibrated theta of ``model`` (and sets ``theta_source``).
+        """
         own = {f.name for f in fields(cls)}
         mine = {k: v for k, v in options.items() if k in own}
         rest = {k: v for k, v in options.items() if k not in own}
         b, s, e, r = split_options(rest, BranchingConfig, SamplingConfig, EngineConfig, ReallocationConfig)
+        if b.get("theta") == AUTO:
+            rules = replace(mine.get("branching", BranchingConfig()), **{k: v for k, v in b.items() if k != "theta"})
+            choice = resolve_theta(AUTO, model=mine.get("model", DEFAULT_MODEL), branching=rules)
+            b["theta"], mine["theta_source"] = choice.value, choice.source
         return cls(
             **mine,
             branching=replace(mine.get("branching", BranchingConfig()), **b),
@@ -185,11 +203,62 @@ def stored_config(config: EvalConfig, problems: Sequence[Problem], verifier_labe
     stored["n_problems"] = len(problems)
     stored["problems_sha256"] = problems_digest(problems)
     stored["verifier"] = verifier_label
+    stored["environment"] = environment(config)
     return stored
 
 
+# Distributions whose versions a run records (their code shapes the records).
+VERSIONED = ("eager", "llama-cpp-python", "numpy", "math-verify")
+
+
+def environment(config: EvalConfig) -> dict[str, Any]:
+    """Where and with what a run ran: versions, engine settings, the model file, the host, when.
+
+    Stored in config.json as "environment", which a resumed run does not compare
+    (``eager.eval.records.NOT_COMPARED``): a run may resume on another machine.
+    """
+    try:
+        usable_cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable_cpus = os.cpu_count()
+    return {
+        "versions": {name: _version(name) for name in VERSIONED},
+        "engine": asdict(config.engine),  # ctx, threads (None: the usable CPUs), prompts in flight, KV type
+        "threads": config.engine.threads or usable_cpus,  # what a local engine ran with
+        "model_sha256": model_sha256(config.model),
+        "host_cpus": os.cpu_count(),
+        "usable_cpus": usable_cpus,
+        "written_utc": utc_now(),
+    }
+
+
+def model_sha256(model: str) -> str | None:
+    """The GGUF's sha256: a packaged model's as recorded, a local file's computed once
+    (``eager.models.model_identity``); None for a remote server or anything else."""
+    if model.startswith("openai:"):
+        return None
+    try:
+        return model_identity(model).removeprefix("gguf:")
+    except (EagerError, OSError):
+        return None
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
+
+
+def utc_now() -> str:
+    """The time now in UTC, ISO 8601 to the second: 2025-01-31T12:00:00Z."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 # What a config.json written before a key existed meant by its absence.
-LEGACY_VALUES: dict[str, Any] = {"extract": LEGACY_EXTRACT, "chat_template": None, "kv_type": "f16", "flash_attn": "auto"}
+LEGACY_VALUES: dict[str, Any] = {"extract": LEGACY_EXTRACT, "chat_template": None, "kv_type": "f16", "flash_attn": "auto", "theta_source": "given"}
+# Keys of config.json that say where a value came from, not what it is: a resumed run keeps the first run's.
+PROVENANCE_FIELDS = ("theta_source",)
 
 
 def with_legacy_values(stored: dict[str, Any]) -> dict[str, Any]:

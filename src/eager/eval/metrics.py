@@ -17,7 +17,10 @@ Per prompt with n sequences of which c are correct:
 - Cons@k exact: the same vote over the normalised strings only (the reference
   implementation's vote: lower-cased, spaces removed).
 
-``summarize`` averages these over prompts and sums the cost counters.
+``summarize`` averages these over prompts and sums the cost counters. Each mean
+comes with a 95% percentile-bootstrap interval over prompts (:func:`bootstrap_interval`),
+and :func:`paired_differences` gives a method's difference from a baseline on the same
+prompts, resampled in pairs.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable
+
+import numpy as np
 
 from eager.errors import EagerError
 
@@ -171,7 +176,8 @@ class PromptScore:
         forks: number of fork events.
         preemptions: times the engine released the prompt's cache to make room
             (recomputed from its tokens; absent in older records: 0).
-        wall_s: wall-clock seconds spent on the prompt.
+        wall_s: the prompt's share of the engine's time (prompts decode together:
+            shares of one batch add up to its wall-clock).
     """
 
     id: str
@@ -239,41 +245,140 @@ def default_equivalence() -> Equivalence:
     return AnswerEquivalence()
 
 
+# -- intervals: the bootstrap over prompts ------------------------------------------------
+
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+LEVEL = 0.95
+# summary key -> the PromptScore field whose mean over prompts it is
+PROMPT_MEANS = {"pass_at_k": "pass_at_any", "pass_rate": "pass_rate", "cons_at_k": "cons", "cons_at_k_exact": "cons_exact"}
+
+
+def bootstrap_indices(n: int, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """``resamples`` x ``n`` prompt positions drawn with replacement: each row is one
+    data set of n prompts that could have been drawn instead of ours. Seeded, so the
+    same prompts give the same intervals."""
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def bootstrap_interval(values: Sequence[float], indices: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-prompt ``values``.
+
+    The mean is recomputed on every resample (a row of ``indices``); the interval
+    runs from the (1 - level)/2 to the (1 + level)/2 quantile of those means. If
+    every value is the same (all prompts solved), every resample's mean is that
+    value and the interval is a point.
+    """
+    return _central(np.asarray(values, dtype=float)[indices].mean(axis=1), level)
+
+
+def unpaired_difference_interval(
+    values: Sequence[float], baseline: Sequence[float], level: float = LEVEL, seed: int = BOOTSTRAP_SEED
+) -> tuple[float, float]:
+    """Interval of mean(values) - mean(baseline) resampling the two independently: what
+    one would get ignoring that both were measured on the same prompts (for comparison)."""
+    own = bootstrap_indices(len(values), seed=seed)
+    other = bootstrap_indices(len(baseline), seed=seed + 1)
+    diffs = np.asarray(values, dtype=float)[own].mean(axis=1) - np.asarray(baseline, dtype=float)[other].mean(axis=1)
+    return _central(diffs, level)
+
+
+def _central(samples: np.ndarray, level: float) -> tuple[float, float]:
+    """The central ``level`` range of ``samples``: their (1 - level)/2 and (1 + level)/2 quantiles."""
+    tail = (1.0 - level) / 2
+    low, high = np.quantile(samples, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def _by_id(scores: Sequence[PromptScore]) -> list[PromptScore]:
+    """Scores in id order: records are appended as trees finish, so file order varies
+    between runs; the resampled positions must mean the same prompts every time."""
+    return sorted(scores, key=lambda score: score.id)
+
+
+def prompt_intervals(scores: Sequence[PromptScore]) -> dict[str, list[float] | None]:
+    """95% bootstrap interval over prompts of each mean in :data:`PROMPT_MEANS`."""
+    ordered = _by_id(scores)
+    indices = bootstrap_indices(len(ordered)) if ordered else None
+    return {
+        key: None if indices is None else list(bootstrap_interval([getattr(s, field) for s in ordered], indices))
+        for key, field in PROMPT_MEANS.items()
+    }
+
+
+def paired_differences(scores: Sequence[PromptScore], baseline: Sequence[PromptScore]) -> dict[str, Any] | None:
+    """Each mean's difference from ``baseline`` on the prompts both have, with a paired
+    bootstrap interval: one resample of prompts serves both methods, so what makes a
+    prompt easy or hard cancels out, and the interval is that of the per-prompt
+    differences. None when they share no prompt."""
+    theirs = {score.id: score for score in baseline}
+    ours = [score for score in _by_id(scores) if score.id in theirs]
+    if not ours:
+        return None
+    indices = bootstrap_indices(len(ours))
+    result: dict[str, Any] = {"n_prompts": len(ours)}
+    for key, field in PROMPT_MEANS.items():
+        diffs = [getattr(s, field) - getattr(theirs[s.id], field) for s in ours]
+        result[key] = {"difference": _mean(diffs), "ci95": list(bootstrap_interval(diffs, indices))}
+    return result
+
+
+# -- the summary --------------------------------------------------------------------------
+
+
+def score_records(records: list[dict[str, Any]], equivalent: Equivalence | None = None) -> list[PromptScore]:
+    """:func:`score_prompt` of each record (``equivalent`` default: Math-Verify)."""
+    equivalent = equivalent or default_equivalence()
+    return [score_prompt(record, equivalent) for record in records]
+
+
+def sequences_per_prompt(scores: Sequence[PromptScore]) -> dict[str, float]:
+    """The k of Pass@k and Cons@k, which is each prompt's number of sequences: min, max, mean."""
+    counts = [score.n_sequences for score in scores]
+    return {"min": min(counts, default=0), "max": max(counts, default=0), "mean": _mean(counts)}
+
+
 def summarize(records: list[dict[str, Any]], equivalent: Equivalence | None = None) -> dict[str, Any]:
-    """Aggregate eval records into one summary dict.
+    """Aggregate eval records into one summary dict (:func:`summarize_scores` of their scores)."""
+    return summarize_scores(score_records(records, equivalent))
+
+
+def summarize_scores(scores: Sequence[PromptScore]) -> dict[str, Any]:
+    """One summary dict from prompt scores.
 
     Means over prompts: "pass_at_k" (Pass@k, any sequence correct), "pass_rate",
-    "cons_at_k" (answers ``equivalent`` finds equal are one vote; default:
-    Math-Verify, :func:`default_equivalence`), "cons_at_k_exact" (the exact-string
-    vote), and "unbiased_pass_at_k" = {str(k): mean unbiased pass@k} for
-    k in 1, 2, 4, ... up to the smallest number of sequences of any prompt.
-    Sums: "generated_tokens", "sequence_tokens", "sequences", "forks", "preemptions", "wall_s".
-    "length_share": the fraction of sequences that ended at max tokens.
-    "tokens_per_s" = generated_tokens / wall_s (0.0 when wall_s is 0).
-    An empty list gives zeros.
+    "cons_at_k" (answers the scoring equivalence finds equal are one vote),
+    "cons_at_k_exact" (the exact-string vote), and "unbiased_pass_at_k" =
+    {str(k): mean unbiased pass@k} for k in 1, 2, 4, ... up to the smallest number
+    of sequences of any prompt. "intervals": each of the four means' 95% bootstrap
+    interval over prompts, [low, high] (None without prompts). "k": min, max and
+    mean sequences per prompt (the k of Pass@k and Cons@k).
+    Sums: "generated_tokens", "sequence_tokens", "sequences", "forks", "preemptions",
+    and "engine_time_share_s": the prompts' shares of the engine's time (not the
+    run's elapsed time: methods share the engine, and eager-adapt and eager
+    include their eager-init trees). "length_share": the fraction of sequences
+    that ended at max tokens. "tokens_per_s" = generated_tokens / engine_time_share_s
+    (0.0 when that is 0). An empty list gives zeros.
     """
-    equivalent = equivalent or default_equivalence()
-    scores = [score_prompt(record, equivalent) for record in records]
     min_n = min((score.n_sequences for score in scores), default=0)
     unbiased = {
         str(k): _mean([unbiased_pass_at_k(s.n_sequences, s.n_correct, k) for s in scores])
         for k in ks_up_to(min_n)
     }
     generated = sum(score.generated_tokens for score in scores)
-    wall = sum((score.wall_s for score in scores), 0.0)
+    engine_s = sum((score.wall_s for score in scores), 0.0)
     return {
         "n_prompts": len(scores),
-        "pass_at_k": _mean([score.pass_at_any for score in scores]),
+        **{key: _mean([getattr(score, field) for score in scores]) for key, field in PROMPT_MEANS.items()},
+        "intervals": prompt_intervals(scores),
+        "k": sequences_per_prompt(scores),
         "unbiased_pass_at_k": unbiased,
-        "pass_rate": _mean([score.pass_rate for score in scores]),
-        "cons_at_k": _mean([score.cons for score in scores]),
-        "cons_at_k_exact": _mean([score.cons_exact for score in scores]),
         "generated_tokens": generated,
         "sequence_tokens": sum(score.sequence_tokens for score in scores),
         "sequences": sum(score.n_sequences for score in scores),
         "forks": sum(score.forks for score in scores),
         "preemptions": sum(score.preemptions for score in scores),
         "length_share": _ratio(sum(score.n_length for score in scores), sum(score.n_sequences for score in scores)),
-        "wall_s": wall,
-        "tokens_per_s": generated / wall if wall > 0 else 0.0,
+        "engine_time_share_s": engine_s,
+        "tokens_per_s": generated / engine_s if engine_s > 0 else 0.0,
     }

@@ -2,16 +2,22 @@
 
 ``write_report(DIR)`` reads DIR/config.json and DIR/<method>.jsonl and writes
 
-* summary.json: {"model", "dataset", "n_prompts", "seed", "extract", "M", "config",
-  "methods"}, where "extract" is the answer extraction mode the records were graded
-  under ("boxed" or "lenient"; a run from before the modes: "lenient") and "methods"
-  maps a method name (one M in the run) or "<method>@M=<M>" (several) to
-  ``eager.eval.metrics.summarize`` of its records (Cons@k with Math-Verify's
-  equivalence and the exact-string Cons@k) plus "method", "M" and
-  "tokens_saved_vs_parallel" (1 - generated / parallel's generated at the same M,
-  None without parallel records for the same prompts);
-* summary.md: the same as a table;
-* tradeoff.png: Pass@k against generated tokens, one curve per method across M.
+* summary.json: {"model", "dataset", "n_prompts", "seed", "extract", "M", "intervals",
+  "run", "reallocation", "config", "methods"}, where "extract" is the answer
+  extraction mode the records were graded under ("boxed" or "lenient"; a run from
+  before the modes: "lenient"); "intervals" says how the 95% intervals were made;
+  "run" is the run's elapsed time from DIR/sessions.jsonl (None for a run from
+  before it was recorded); "reallocation" maps "M=<M>" to the budget eager-init
+  saved and what eager-adapt and eager did with it; and "methods" maps a method
+  name (one M in the run) or "<method>@M=<M>" (several) to
+  ``eager.eval.metrics.summarize`` of its records (with bootstrap intervals) plus
+  "method", "M", "tokens_saved_vs_parallel" (1 - generated / parallel's generated
+  at the same M, None without parallel records for the same prompts) and
+  "vs_parallel" (every method but parallel: ``eager.eval.metrics.paired_differences``
+  from parallel at the same M, None without parallel records);
+* summary.md: the same as tables, k stated in every header;
+* tradeoff.png: Pass@k with its interval against generated tokens, one curve per
+  method across M.
 
 Nothing here generates or grades: ``eager report DIR`` re-renders a finished or
 interrupted run as it stands.
@@ -25,10 +31,20 @@ from pathlib import Path
 from typing import Any
 
 from eager.errors import EagerError
+from eager.eval.budget import ReallocationConfig, saved_budget
 from eager.eval.config import with_legacy_values
 from eager.eval.grading import AnswerEquivalence
-from eager.eval.methods import EVAL_METHODS, method_order
-from eager.eval.metrics import summarize
+from eager.eval.methods import EVAL_METHODS, INIT_METHOD, REALLOCATION_METHODS, method_order
+from eager.eval.plot import plot_tradeoff
+from eager.eval.metrics import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    LEVEL,
+    PromptScore,
+    paired_differences,
+    score_records,
+    summarize_scores,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +52,8 @@ CONFIG_FILE = "config.json"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
 TRADEOFF_PNG = "tradeoff.png"
+SESSIONS_FILE = "sessions.jsonl"  # one line per run session that generated: its start, end and elapsed time
+BASELINE = "parallel"
 
 # How each extraction mode is stated in summary.md.
 EXTRACTION_TEXT = {
@@ -113,20 +131,22 @@ def method_key(method: str, M: int, several: bool) -> str:
     return f"{method}@M={M}" if several else method
 
 
-def build_summary(config: dict[str, Any], records: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Summaries per method and M from the records; ``records`` maps method -> its records."""
+def build_summary(config: dict[str, Any], records: dict[str, list[dict[str, Any]]], sessions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Summaries per method and M from the records; ``records`` maps method -> its records,
+    ``sessions`` are the lines of DIR/sessions.jsonl (None: not recorded)."""
     budgets = [int(m) for m in config.get("M", [])] or sorted({int(r["M"]) for rs in records.values() for r in rs})
     several = len(budgets) > 1
     equivalent = AnswerEquivalence()  # one parse cache for every method's answers
     methods: dict[str, Any] = {}
+    reallocation: dict[str, Any] = {}
     for M in budgets:
         by_method = {m: [r for r in rs if int(r["M"]) == M] for m, rs in records.items()}
-        parallel = by_method.get("parallel", [])
+        scores = {m: score_records(rs, equivalent) for m, rs in by_method.items()}
         for method in sorted(by_method, key=method_order):
-            own = by_method[method]
-            summary = summarize(own, equivalent)
-            summary = {"method": method, "M": M, **summary, "tokens_saved_vs_parallel": _saved(own, parallel)}
-            methods[method_key(method, M, several)] = summary
+            methods[method_key(method, M, several)] = _method_summary(method, M, by_method, scores)
+        moved = reallocation_at(config, by_method, M)
+        if moved is not None:
+            reallocation[f"M={M}"] = moved
     ids = {r["id"] for rs in records.values() for r in rs}
     return {
         "model": config.get("model"),
@@ -135,8 +155,95 @@ def build_summary(config: dict[str, Any], records: dict[str, list[dict[str, Any]
         "seed": config.get("seed"),
         "extract": with_legacy_values(config)["extract"],
         "M": budgets,
+        "intervals": INTERVALS,
+        "run": run_time(sessions),
+        "reallocation": reallocation,
         "config": config,
         "methods": methods,
+    }
+
+
+# How summary.json's intervals were made (summary["intervals"]).
+INTERVALS = {
+    "level": LEVEL,
+    "method": "percentile bootstrap over prompts",
+    "resamples": BOOTSTRAP_RESAMPLES,
+    "seed": BOOTSTRAP_SEED,
+    "differences": f"paired: each resample draws the same prompts for a method and {BASELINE}",
+}
+
+
+def _method_summary(method: str, M: int, records: dict[str, list[dict[str, Any]]], scores: dict[str, list[PromptScore]]) -> dict[str, Any]:
+    own, baseline = records[method], records.get(BASELINE, [])
+    summary = {"method": method, "M": M, **summarize_scores(scores[method]), "tokens_saved_vs_parallel": _saved(own, baseline)}
+    if method != BASELINE:
+        summary["vs_parallel"] = paired_differences(scores[method], scores[BASELINE]) if baseline else None
+    return summary
+
+
+# -- reallocation: what eager-adapt and eager had to move --------------------------------
+
+# Which prompts each reallocation method calls hard (the plan itself is EVAL_METHODS[m].plan).
+HARD_PROMPTS = {"eager-adapt": "prompts whose eager-init tree reached M = {M}", "eager": "prompts eager-init did not solve"}
+
+
+def reallocation_at(config: dict[str, Any], records: dict[str, list[dict[str, Any]]], M: int) -> dict[str, Any] | None:
+    """The budget R = M x prompts - sequences that eager-init left at M, and how many extra
+    sequences each reallocation method's plan gives to how many prompts. None when no
+    reallocation method ran or eager-init has not finished every prompt."""
+    wanted = [m for m in REALLOCATION_METHODS if m in records]
+    init = records.get(INIT_METHOD, [])
+    n_prompts = config.get("n_problems")
+    if not wanted or not init or (n_prompts is not None and len(init) != n_prompts):
+        return None
+    counts = [len(r["sequences"]) for r in init]
+    settings = ReallocationConfig(**{k: v for k, v in config.items() if k in ReallocationConfig.__dataclass_fields__})
+    moved: dict[str, Any] = {"saved": saved_budget(counts, M), "init_sequences": sum(counts), "budget": M * len(counts)}
+    for method in wanted:
+        plan = EVAL_METHODS[method].plan(init, M, settings)
+        cap = EVAL_METHODS[method].extra_factor(settings) * M
+        moved[method] = {"extra_sequences": sum(plan.values()), "hard_prompts": len(plan), "cap_per_prompt": cap}
+    return moved
+
+
+def reallocation_lines(summary: dict[str, Any]) -> list[str]:
+    """One line per M saying what reallocation moved, and why nothing when it moved nothing."""
+    lines = []
+    for key, moved in summary.get("reallocation", {}).items():
+        M = key.removeprefix("M=")
+        head = f"Reallocation at M = {M}: eager-init used {moved['init_sequences']} of {moved['budget']} sequences, R = {moved['saved']}"
+        if moved["saved"] <= 0:
+            methods = [m for m in REALLOCATION_METHODS if m in moved]
+            verb = "equals" if len(methods) == 1 else "equal"
+            lines.append(f"{head}: no budget to move, because every eager-init tree reached M = {M} sequences; {' and '.join(methods)} {verb} eager-init.")
+            continue
+        parts = [_moved_text(method, moved[method], M, moved["saved"]) for method in REALLOCATION_METHODS if method in moved]
+        lines.append(f"{head}. " + " ".join(parts))
+    return lines
+
+
+def _moved_text(method: str, moved: dict[str, int], M: str, saved: int) -> str:
+    hard = HARD_PROMPTS.get(method, "hard prompts").format(M=M)
+    if moved["hard_prompts"] == 0:
+        return f"{method} moved nothing: there are no {hard}, so it equals eager-init."
+    unused = saved - moved["extra_sequences"]
+    capped = f" (at most {moved['cap_per_prompt']} each, so {unused} stay unused)" if unused > 0 else ""
+    return f"{method} gave {moved['extra_sequences']} extra sequences to {moved['hard_prompts']} {hard}{capped}."
+
+
+# -- the run's elapsed time -----------------------------------------------------------------
+
+
+def run_time(sessions: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """The run's elapsed time over its sessions (a resumed run has several); None if not recorded."""
+    if not sessions:
+        return None
+    return {
+        "elapsed_s": sum(float(s.get("elapsed_s", 0.0)) for s in sessions),
+        "sessions": len(sessions),
+        "interrupted_sessions": sum(1 for s in sessions if s.get("interrupted")),
+        "started_utc": sessions[0].get("started_utc"),
+        "finished_utc": sessions[-1].get("finished_utc"),
     }
 
 
@@ -154,95 +261,122 @@ def _saved(records: list[dict[str, Any]], parallel: list[dict[str, Any]]) -> flo
 
 def render_markdown(summary: dict[str, Any]) -> str:
     config = summary["config"]
-    n = summary["n_prompts"]
+    rows = list(summary["methods"].values())
+    label = k_labels(rows)
     lines = [
         f"# EAGER evaluation: {summary['model']} on {summary['dataset']}",
         "",
-        f"{n} prompts; M = {', '.join(map(str, summary['M']))}; theta = {config.get('theta')}; "
+        f"{summary['n_prompts']} prompts; M = {', '.join(map(str, summary['M']))}; theta = {config.get('theta')}; "
         f"temperature = {config.get('temperature')}; max tokens = {config.get('max_tokens')}; seed = {summary['seed']}.",
         f"Answers (extract = {summary['extract']}): {EXTRACTION_TEXT.get(summary['extract'], summary['extract'])}; "
         "graded for equivalence by Math-Verify.",
-        "Pass@k: a prompt is solved if any of its sequences is correct. Generated tokens count a shared prefix once.",
-        "Cons@k: majority vote, answers Math-Verify finds equal are one vote (a tie goes to the answer seen first); "
-        "Cons@k exact: the vote over the answers as written (lower-cased, spaces removed).",
+        f"{label['pass']}: a prompt is solved if any of its {label['k']} sequences is correct. "
+        "Generated tokens count a shared prefix once.",
+        f"{label['cons']}: majority vote, answers Math-Verify finds equal are one vote (a tie goes to the answer seen first); "
+        f"{label['cons']} exact: the vote over the answers as written (lower-cased, spaces removed).",
+        f"[low, high]: {100 * LEVEL:.0f}% percentile bootstrap interval over the prompts "
+        f"({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}).",
+        _run_line(summary.get("run")),
+        "Engine time share s: each prompt's share of the engine's time, summed over the method's prompts; "
+        "the methods decode together and eager-adapt and eager include their eager-init trees, so these shares are "
+        "not elapsed times and overlap.",
         "",
-        "| method | M | Pass@k | pass rate | Cons@k | Cons@k exact | generated tokens | saved vs parallel | sequences | ended by length | preemptions | wall-clock s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *_main_table(rows, label, summary["n_prompts"]),
+        *_difference_table(rows, label),
+        *_with_blank_before(reallocation_lines(summary)),
+        *_unbiased_table(rows),
     ]
-    for row in summary["methods"].values():
-        name = row["method"] if row["n_prompts"] == n else f"{row['method']} ({row['n_prompts']}/{n} prompts)"
-        saved = "-" if row["tokens_saved_vs_parallel"] is None else f"{100 * row['tokens_saved_vs_parallel']:.1f}%"
-        lines.append(
-            f"| {name} | {row['M']} | {row['pass_at_k']:.3f} | {row['pass_rate']:.3f} | {row['cons_at_k']:.3f} "
-            f"| {row['cons_at_k_exact']:.3f} | {row['generated_tokens']} | {saved} | {row['sequences']} "
-            f"| {100 * row.get('length_share', 0.0):.0f}% | {row.get('preemptions', 0)} | {row['wall_s']:.2f} |"
-        )
-    ks = sorted({int(k) for row in summary["methods"].values() for k in row["unbiased_pass_at_k"]})
-    if ks:
-        lines += ["", "Unbiased pass@k (Chen et al. 2021; k up to the fewest sequences of any prompt):", ""]
-        lines.append("| method | M | " + " | ".join(f"k={k}" for k in ks) + " |")
-        lines.append("|---|---:|" + "---:|" * len(ks))
-        for row in summary["methods"].values():
-            cells = [f"{row['unbiased_pass_at_k'][str(k)]:.3f}" if str(k) in row["unbiased_pass_at_k"] else "-" for k in ks]
-            lines.append(f"| {row['method']} | {row['M']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _token_label(x: float, _position=None) -> str:
-    """300, 1.5k, 2M: readable token counts on the x axis."""
-    for scale, suffix in ((1e6, "M"), (1e3, "k")):
-        if x >= scale:
-            return f"{x / scale:g}{suffix}"
-    return f"{x:g}"
+def k_labels(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Column names with k stated: "Pass@8" when every prompt of every row has 8 sequences,
+    else "Pass@k (k = sequences of the prompt)" (and the table gets a k column)."""
+    ks = {(row["k"]["min"], row["k"]["max"]) for row in rows if row["n_prompts"]}
+    if len(ks) == 1 and len({*next(iter(ks))}) == 1:
+        k = next(iter(ks))[0]
+        return {"pass": f"Pass@{k}", "cons": f"Cons@{k}", "k": str(k), "fixed": "yes"}
+    return {"pass": "Pass@k (k = sequences of the prompt)", "cons": "Cons@k", "k": "k", "fixed": ""}
 
 
-def plot_tradeoff(summary: dict[str, Any], path: Path) -> None:
-    """Pass@k against generated tokens; one curve per method through its M values."""
-    import matplotlib
+def _run_line(run: dict[str, Any] | None) -> str:
+    if run is None:
+        return "Run elapsed time: not recorded (a run from before eager logged its sessions)."
+    sessions = f"{run['sessions']} session" + ("s" if run["sessions"] > 1 else "")
+    if run["interrupted_sessions"]:
+        sessions += f", {run['interrupted_sessions']} interrupted"
+    return (
+        f"Run elapsed time: {run['elapsed_s']:.1f} s ({sessions}; started {run['started_utc']}, "
+        f"finished {run['finished_utc']}; loading, generation and grading, all methods together)."
+    )
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    curves: dict[str, list[dict[str, Any]]] = {}
-    for row in summary["methods"].values():
-        if row["n_prompts"]:
-            curves.setdefault(row["method"], []).append(row)
-    # (colour, marker, size): later methods drawn smaller, so coinciding points stay visible
-    style = {
-        "parallel": ("tab:gray", "s", 10),
-        "eager-init": ("tab:blue", "o", 8.5),
-        "eager-adapt": ("tab:orange", "^", 7),
-        "eager": ("tab:green", "D", 5.5),
-    }
-    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=150)
-    xs = []
-    for method in sorted(curves, key=method_order):
-        rows = sorted(curves[method], key=lambda r: r["M"])
-        color, marker, size = style.get(method, ("tab:purple", "v", 6))
-        x = [r["generated_tokens"] for r in rows]
-        y = [r["pass_at_k"] for r in rows]
-        xs += x
-        ax.plot(x, y, color=color, marker=marker, markersize=size, markeredgecolor="white", linewidth=1.8, label=method, zorder=3)
-        for r, xi, yi in zip(rows, x, y):
-            ax.annotate(f"M={r['M']}", (xi, yi), textcoords="offset points", xytext=(5, 6), fontsize=7, color=color)
-    positive = [x for x in xs if x > 0]
-    if positive and max(positive) / min(positive) > 5:
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.xaxis.set_major_formatter(FuncFormatter(_token_label))
-    ax.set_ylim(-0.03, 1.05)
-    ax.set_xlabel("generated tokens (shared prefixes counted once)")
-    ax.set_ylabel("Pass@k (any sequence correct)")
-    dataset = Path(str(summary["dataset"])).name
-    ax.set_title(f"Accuracy vs cost: {summary['model']} on {dataset} ({summary['n_prompts']} prompts)", fontsize=11)
-    ax.grid(True, which="major", alpha=0.3)
-    if curves:
-        ax.legend(title="method", loc="best", framealpha=0.9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+def _interval(value: float, bounds: list[float] | None, sign: str = "") -> str:
+    if bounds is None:
+        return f"{value:{sign}.3f}"
+    return f"{value:{sign}.3f} [{bounds[0]:{sign}.3f}, {bounds[1]:{sign}.3f}]"
+
+
+def _k_cell(row: dict[str, Any]) -> str:
+    k = row["k"]
+    return str(k["min"]) if k["min"] == k["max"] else f"{k['min']}-{k['max']} (mean {k['mean']:.1f})"
+
+
+def _main_table(rows: list[dict[str, Any]], label: dict[str, str], n: int) -> list[str]:
+    k_column = "" if label["fixed"] else " k = sequences per prompt |"
+    lines = [
+        f"| method | M |{k_column} {label['pass']} | pass rate | {label['cons']} | {label['cons']} exact | generated tokens "
+        "| saved vs parallel | sequences | ended by length | preemptions | engine time share s |",
+        "|---|---:|" + ("---:|" if k_column else "") + "---:|" * 10,
+    ]
+    for row in rows:
+        name = row["method"] if row["n_prompts"] == n else f"{row['method']} ({row['n_prompts']}/{n} prompts)"
+        saved = "-" if row["tokens_saved_vs_parallel"] is None else f"{100 * row['tokens_saved_vs_parallel']:.1f}%"
+        ci = row["intervals"]
+        k_cell = "" if label["fixed"] else f" {_k_cell(row)} |"
+        lines.append(
+            f"| {name} | {row['M']} |{k_cell} {_interval(row['pass_at_k'], ci['pass_at_k'])} "
+            f"| {_interval(row['pass_rate'], ci['pass_rate'])} | {_interval(row['cons_at_k'], ci['cons_at_k'])} "
+            f"| {row['cons_at_k_exact']:.3f} | {row['generated_tokens']} | {saved} | {row['sequences']} "
+            f"| {100 * row.get('length_share', 0.0):.0f}% | {row.get('preemptions', 0)} | {row['engine_time_share_s']:.2f} |"
+        )
+    return lines
+
+
+def _difference_table(rows: list[dict[str, Any]], label: dict[str, str]) -> list[str]:
+    compared = [row for row in rows if row.get("vs_parallel")]
+    if not compared:
+        return []
+    lines = [
+        "",
+        f"Difference from {BASELINE} at the same M, on the prompts both have; [low, high]: {100 * LEVEL:.0f}% paired "
+        "bootstrap interval (each resample draws the same prompts for both methods):",
+        "",
+        f"| method | M | prompts | {label['pass']} | pass rate | {label['cons']} |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in compared:
+        d = row["vs_parallel"]
+        cells = [_interval(d[key]["difference"], d[key]["ci95"], "+") for key in ("pass_at_k", "pass_rate", "cons_at_k")]
+        lines.append(f"| {row['method']} | {row['M']} | {d['n_prompts']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _with_blank_before(lines: list[str]) -> list[str]:
+    return ["", *lines] if lines else []
+
+
+def _unbiased_table(rows: list[dict[str, Any]]) -> list[str]:
+    ks = sorted({int(k) for row in rows for k in row["unbiased_pass_at_k"]})
+    if not ks:
+        return []
+    lines = ["", "Unbiased pass@k (Chen et al. 2021; k up to the fewest sequences of any prompt):", ""]
+    lines.append("| method | M | " + " | ".join(f"k={k}" for k in ks) + " |")
+    lines.append("|---|---:|" + "---:|" * len(ks))
+    for row in rows:
+        cells = [f"{row['unbiased_pass_at_k'][str(k)]:.3f}" if str(k) in row["unbiased_pass_at_k"] else "-" for k in ks]
+        lines.append(f"| {row['method']} | {row['M']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 # -- entry point ------------------------------------------------------------------------
@@ -260,10 +394,12 @@ def write_report(out: str | Path) -> dict[str, Any]:
     if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
         raise EagerError(f"{out / CONFIG_FILE}: 'methods' must be a list of method names")
     records = {method: load_records(out, method) for method in methods}
-    summary = build_summary(config, records)
+    sessions_path = out / SESSIONS_FILE
+    sessions = read_jsonl(sessions_path) if sessions_path.exists() else None
+    summary = build_summary(config, records, sessions)
     _write_text(out / SUMMARY_JSON, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     _write_text(out / SUMMARY_MD, render_markdown(summary))
-    plot_tradeoff(summary, out / TRADEOFF_PNG)
+    plot_tradeoff(summary, out / TRADEOFF_PNG, pass_label=k_labels(list(summary["methods"].values()))["pass"])
     return summary
 
 
