@@ -286,7 +286,7 @@ def test_without_ray_installed_the_cli_says_which_version_to_install(tmp_path, d
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     assert main(["eval", "--dataset", str(dataset), "--out", str(tmp_path / "out"), "--ray"]) == 2
     err = capsys.readouterr().err
-    assert err == f"eager: error: --ray needs Ray, which is not installed: pip install 'ray=={RAY_VERSION}'\n"
+    assert err == f"eager: error: growing trees on Ray workers needs Ray, which is not installed: pip install 'ray=={RAY_VERSION}'\n"
     assert not (tmp_path / "out").exists()
 
 

@@ -55,7 +55,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise EagerError(f"ray needs Ray, which is not installed: pip install 'ray=={RAY_VERSION}'") from None
+        raise EagerError(f"growing trees on Ray workers needs Ray, which is not installed: pip install 'ray=={RAY_VERSION}'") from None
     return ray
 
 
