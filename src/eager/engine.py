@@ -144,7 +144,7 @@ class Engine:
         try:
             logits = self.backend.step(items) if items else np.empty((0, 0), dtype=np.float32)
         except CacheFull:
-            self._make_room(len(items), force=True)
+            self._make_room(force=True)
             return
         for slot in self.scheduler.advance_catch_up(sent):
             rows += [_Row(slot.tree, None)]
@@ -185,13 +185,13 @@ class Engine:
         """Every cached branch's pending token (preempting until they fit), then catch-up chunks in the room left."""
         scheduler, backend = self.scheduler, self.backend
         items, rows = self._decode_items()
-        while scheduler.overfull(len(items)) and self._make_room(len(items)):
+        while scheduler.overfull(len(items)) and self._make_room():
             items, rows = self._decode_items()
         room = min(backend.n_batch - len(items), backend.n_ctx - backend.cells_in_use - len(items))
         catch_up, sent = scheduler.catch_up_items(room)
         return items + catch_up, rows, sent
 
-    def _make_room(self, tokens: int, *, force: bool = False) -> bool:
+    def _make_room(self, *, force: bool = False) -> bool:
         """Preempt the newest tree, or park a lone tree's newest branch; False when nothing can go."""
         scheduler = self.scheduler
         if scheduler.preempt_newest() or scheduler.abort_catch_up() or scheduler.park_newest_branch():
