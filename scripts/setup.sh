@@ -8,20 +8,37 @@
 #   scripts/setup.sh --llama-server # also build llama.cpp's llama-server for the
 #                                   # remote-server tests (scripts/build-llama-server.sh,
 #                                   # about 10 minutes on 2 cores the first time, then cached)
+#   scripts/setup.sh --browser      # also Debian's Chromium + chromedriver (apt, as root) for the
+#                                   # tests that open the HTML views in a real browser
+#   scripts/setup.sh --sandbox      # also bubblewrap (apt, as root): HumanEval runs candidate code in it
 # Flags can be combined.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 large_model=0
 llama_server=0
+apt_packages=()
 for arg in "$@"; do
     case "$arg" in
         --large-model) large_model=1 ;;
         --llama-server) llama_server=1 ;;
-        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "eager setup: unknown option: $arg (known: --large-model, --llama-server)" >&2; exit 2 ;;
+        --browser) apt_packages+=(chromium chromium-driver) ;;
+        --sandbox) apt_packages+=(bubblewrap) ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "eager setup: unknown option: $arg (known: --large-model, --llama-server, --browser, --sandbox)" >&2; exit 2 ;;
     esac
 done
+
+missing=()
+for pkg in "${apt_packages[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "eager setup: installing system packages: ${missing[*]}..." >&2
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 
 python="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
