@@ -249,6 +249,7 @@ def test_eval_records_the_theta_and_its_source_and_resumes_under_the_same_number
     assert (stored["theta"], stored["theta_source"]) == (auto.branching.theta, "shipped")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["config"]["theta_source"] == "shipped"
+    assert f"theta = {auto.branching.theta} (shipped)" in (tmp_path / "run" / "summary.md").read_text()
     # the same number given by hand resumes the run (the source is provenance, not configuration)
     same = EvalConfig.of(out_dir=str(tmp_path / "run"), theta=auto.branching.theta, limit=4, **common)
     assert same.theta_source == "given"

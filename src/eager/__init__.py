@@ -1,6 +1,6 @@
 """eager: entropy-aware branching generation (EAGER) on llama.cpp."""
 
-from eager.api import generate, load_backend
+from eager.api import ThetaChoice, generate, load_backend, resolve_theta
 from eager.core.config import BranchingConfig, EngineConfig, SamplingConfig
 from eager.core.results import GenerationResult, SequenceResult
 from eager.core.tree import ForkEvent, TreeRequest
@@ -20,10 +20,12 @@ __all__ = [
     "SamplingConfig",
     "SequenceResult",
     "StepStats",
+    "ThetaChoice",
     "TreeRequest",
     "generate",
     "load_backend",
     "resolve_model",
+    "resolve_theta",
 ]
 
 __version__ = "0.1.0"

@@ -259,6 +259,12 @@ def _saved(records: list[dict[str, Any]], parallel: list[dict[str, Any]]) -> flo
 # -- rendering --------------------------------------------------------------------------
 
 
+def _theta_source(config: dict[str, Any]) -> str:
+    """Where theta came from, when it was not given on the command line."""
+    source = config.get("theta_source")
+    return f" ({source})" if source and source != "given" else ""
+
+
 def render_markdown(summary: dict[str, Any]) -> str:
     config = summary["config"]
     rows = list(summary["methods"].values())
@@ -266,7 +272,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
     lines = [
         f"# EAGER evaluation: {summary['model']} on {summary['dataset']}",
         "",
-        f"{summary['n_prompts']} prompts; M = {', '.join(map(str, summary['M']))}; theta = {config.get('theta')}; "
+        f"{summary['n_prompts']} prompts; M = {', '.join(map(str, summary['M']))}; theta = {config.get('theta')}{_theta_source(config)}; "
         f"temperature = {config.get('temperature')}; max tokens = {config.get('max_tokens')}; seed = {summary['seed']}.",
         f"Answers (extract = {summary['extract']}): {EXTRACTION_TEXT.get(summary['extract'], summary['extract'])}; "
         "graded for equivalence by Math-Verify.",
