@@ -119,6 +119,31 @@ class Engine:
                 f"exceeds the context of {self.backend.n_ctx} tokens; lower max_tokens or raise ctx"
             )
 
+    def add(self, position: int, request: TreeRequest) -> Tree:
+        """Queue one tokenised request for admission at the next step (online use); returns its tree."""
+        self.validate(request)
+        tree = self._tree(request)
+        self.scheduler.add(position, tree)
+        return tree
+
+    def cancel(self, position: int) -> bool:
+        """Drop the tree queued under ``position``: its cache is released now; False if it is not here."""
+        return self.scheduler.cancel(position)
+
+    def end_branch(self, tree: Tree, branch: Branch, reason: str) -> bool:
+        """Finish a live branch from outside (a stop string) between steps; its cache is released.
+
+        Only a running tree with nothing left to catch up qualifies (False otherwise:
+        try again after the next step), so no recompute refers to the branch.
+        """
+        slot = next((s for s in self.scheduler.active if s.tree is tree), None)
+        if slot is None or slot.ops or slot.catching or tree.status is not Status.RUNNING or branch.finished:
+            return False
+        branch.finish_reason, branch.pending = reason, None
+        self.driver.release(branch)
+        _finish_if_done(tree)
+        return True
+
     def run(self, requests: Iterable[TreeRequest]) -> Iterator[tuple[int, GenerationResult]]:
         """Generate for every request; yields (request position, result) as each finishes."""
         scheduler = self.scheduler

@@ -349,6 +349,21 @@ class Scheduler:
                 return True
         return False
 
+    def cancel(self, position: int) -> bool:
+        """Remove the tree queued or running under ``position``, releasing its sequences now."""
+        for slot in self.waiting:
+            if slot.position == position:
+                self.waiting.remove(slot)
+                return True
+        for slot in self.active:
+            if slot.position == position:
+                self.active.remove(slot)
+                self._release_tree(slot.tree)
+                slot.ops.clear()
+                slot.catching.clear()
+                return True
+        return False
+
     def finished(self) -> list[Slot]:
         done = [s for s in self.active if s.tree.status is Status.FINISHED]
         self.active = [s for s in self.active if s.tree.status is not Status.FINISHED]

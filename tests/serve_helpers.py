@@ -1,0 +1,57 @@
+"""A live `eager serve` on 127.0.0.1 (a free port, uvicorn in a background thread) for the tests."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+import uvicorn
+
+from eager.api import ThetaChoice
+from eager.backends.mock import MockBackend
+from eager.serve import ServeConfig, create_app
+
+MODEL = "mock"
+KEY = "test-key-123"
+THETA = 1.0  # the mock forks often at 1 nat
+
+
+def fixed_theta(branching):
+    return ThetaChoice(THETA, "given", "tests")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(backend=None, *, api_key: str | None = KEY, **limits):
+    """Yields (base URL, app, backend); the server stops on leaving."""
+    backend = backend or MockBackend(n_ctx=4096)
+    config = ServeConfig(port=free_port(), **limits)
+    app = create_app(backend, model_name=MODEL, config=config, api_key=api_key, theta_for=fixed_theta)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=config.port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{config.port}", app, backend
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+def wait_idle(backend, app, timeout: float = 5.0) -> None:
+    """Until no request is held and no KV cell is in use (or the time-out)."""
+    online = app.state.server.online
+    deadline = time.monotonic() + timeout
+    while (online.held or backend.cells_in_use) and time.monotonic() < deadline:
+        time.sleep(0.01)
