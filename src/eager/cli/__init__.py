@@ -7,6 +7,7 @@ import sys
 from typing import Sequence
 
 from eager.cli import bench, calibrate, evaluate, generate, grade
+from eager.cli import serve as serve_cli
 from eager.cli.options import flag_names, flagged
 from eager.errors import EagerError
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parser(sub)
     grade.add_parser(sub)
     calibrate.add_parser(sub)
+    serve_cli.add_parser(sub)
     return parser
 
 

@@ -35,7 +35,7 @@ class ServeConfig:
     max_prompt_tokens: int = option(4096, "longest prompt in tokens (default: {default})")
     max_body_bytes: int = option(1 << 20, "largest request body in bytes (default: {default})")
     max_queued_requests: int = option(64, "requests held at once, running or waiting; more get 429 (default: {default})")
-    request_timeout_s: float = option(600.0, "seconds before a request is ended with 504 (default: {default})")
+    request_timeout_s: float = option(600.0, "seconds before a request is ended with 504 (default: {default})", flag="--request-timeout")
 
     def __post_init__(self) -> None:
         checks = {
