@@ -25,7 +25,7 @@ from eager.backends.base import Backend, CacheFull, StepItem
 from eager.core import brancher
 from eager.core.entropy import batch_entropy
 from eager.core.results import GenerationResult, StepStats, result_of
-from eager.core.sampling import sample, top_two
+from eager.core.sampling import probabilities, sample, top_two
 from eager.core.tree import Branch, Status, Tree, TreeRequest
 from eager.errors import EagerError
 from eager.scheduler import Scheduler
@@ -45,6 +45,9 @@ class _Row:
 
     def top_two(self) -> tuple[int, int]:
         return top_two(self.logits)
+
+    def top_two_probs(self) -> tuple[float, float]:
+        return probabilities(self.logits, self.top_two())
 
 
 class _EngineDriver:

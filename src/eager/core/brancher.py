@@ -50,6 +50,10 @@ class Row(Protocol):
         """The most and second most probable tokens."""
         ...
 
+    def top_two_probs(self) -> tuple[float | None, float | None]:
+        """The model's probabilities of those two tokens (None where unknown); asked only at a fork."""
+        ...
+
 
 class Driver(Protocol):
     """The side effects of the rules on a driver's resources."""
@@ -158,7 +162,8 @@ def advance(tree: Tree, rows: Sequence[Row], driver: Driver) -> None:
             finish(branch, "stop", driver)
         elif method.may_fork(tree, branch, h, threshold, len(branch.token_ids)) and not _thinks_past(tree, branch, token, driver):
             first, second = row.top_two()
-            child = tree.fork(branch, h, threshold, seq=driver.fork_sequence(branch))
+            alternatives = (first, second, *row.top_two_probs())
+            child = tree.fork(branch, h, threshold, seq=driver.fork_sequence(branch), alternatives=alternatives)
             append(tree, branch, first, h, driver)
             append(tree, child, second, h, driver)
             fork_entropies.append(h)

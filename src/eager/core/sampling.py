@@ -41,6 +41,14 @@ def top_two(logits: np.ndarray) -> tuple[int, int]:
     return int(first), int(second)
 
 
+def probabilities(logits: np.ndarray, ids: tuple[int, ...]) -> tuple[float, ...]:
+    """The model's probabilities of ``ids`` (softmax of the whole row at T = 1), for display."""
+    row = logits.astype(np.float64)
+    top = row.max()
+    log_total = top + math.log(float(np.exp(row - top).sum()))
+    return tuple(math.exp(float(row[i]) - log_total) for i in ids)
+
+
 def _tempered_probs(logits: np.ndarray, cfg: SamplingConfig) -> tuple[np.ndarray | None, np.ndarray]:
     """softmax(logits / T) over the candidates; ids None means the whole vocabulary in id order.
 

@@ -83,6 +83,13 @@ class ForkEvent:
     position: int  # completion position (the tree's step) where the child left its parent
     entropy: float
     threshold: float  # theta_eff at that step
+    # the two alternatives: the parent went on with the top-1 token, the child with the top-2
+    parent_token: int | None = None
+    child_token: int | None = None
+    parent_prob: float | None = None  # the model's probability of each (softmax at T = 1)
+    child_prob: float | None = None
+    parent_text: str | None = None  # the tokens' texts, filled at the edge (results)
+    child_text: str | None = None
 
 
 def branch_rng(seed: int, key: Sequence[int], index: int) -> np.random.Generator:
@@ -150,10 +157,14 @@ class Tree:
         self.branches.append(branch)
         return branch
 
-    def fork(self, parent: Branch, entropy: float, threshold: float, seq: int | None = None) -> Branch:
+    def fork(
+        self, parent: Branch, entropy: float, threshold: float, seq: int | None = None,
+        alternatives: tuple[int, int, float | None, float | None] | None = None,
+    ) -> Branch:
         """A child sharing every token the parent has so far; the event is recorded.
 
-        The caller appends the parent's top-1 and the child's top-2 token next.
+        The caller appends the parent's top-1 and the child's top-2 token next;
+        ``alternatives`` (top-1, top-2, their probabilities) are recorded with the event.
         """
         position = len(parent.token_ids)
         child = self.new_branch(
@@ -164,7 +175,8 @@ class Tree:
             seq=seq,
             past_end_of_thinking=parent.past_end_of_thinking,
         )
-        self.forks.append(ForkEvent(parent.index, child.index, position, float(entropy), float(threshold)))
+        extra = dict(zip(("parent_token", "child_token", "parent_prob", "child_prob"), alternatives or ()))
+        self.forks.append(ForkEvent(parent.index, child.index, position, float(entropy), float(threshold), **extra))
         return child
 
     @property

@@ -100,6 +100,7 @@ class EvalConfig:
         choices=EXTRACT_MODES,
     )
     theta_source: str = "given"
+    save_entropies: bool = option(False, "records also keep each sequence's token entropies and texts and its fork's alternatives (for eager view; larger records)")
 
     @classmethod
     def of(cls, **options: Any) -> "EvalConfig":
@@ -178,7 +179,7 @@ class EvalConfig:
 
 
 # Fields that do not change a record: they may differ between a run and its resumption.
-RUNTIME_FIELDS = ("out_dir", "methods", "grade_timeout_s", "engine")
+RUNTIME_FIELDS = ("out_dir", "methods", "grade_timeout_s", "engine", "save_entropies")
 # Nested configs stored flat in config.json; M replaces branching's max_sequences.
 FLAT_FIELDS = ("branching", "sampling", "reallocation")
 

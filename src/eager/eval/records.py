@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,12 +30,21 @@ log = logging.getLogger(__name__)
 # -- records ----------------------------------------------------------------------------
 
 
-def graded_sequences(result: GenerationResult, problem: Problem, verify: Verifier) -> list[dict[str, Any]]:
+def graded_sequences(result: GenerationResult, problem: Problem, verify: Verifier, entropies: bool = False) -> list[dict[str, Any]]:
     """One dict per sequence; "parent" is a position in this list (tree-local).
 
     "answer" and "answer_source" ("boxed", "fallback", "none") come from the run's
-    extraction mode, which ``verify`` carries (``eager.eval.verify.safe``)."""
-    return [_graded(seq, problem, verify) for seq in result.sequences]
+    extraction mode, which ``verify`` carries (``eager.eval.verify.safe``).
+    With ``entropies`` (``--save-entropies``) each also keeps its own tokens'
+    entropies and texts, and a child its "fork" (entropy, threshold, the two alternatives)."""
+    graded = [_graded(seq, problem, verify) for seq in result.sequences]
+    if entropies:
+        forks = {f.child: f for f in result.forks}
+        for seq, out in zip(result.sequences, graded):
+            out.update(entropies=seq.own_entropies, pieces=seq.pieces)
+            if seq.index in forks:
+                out["fork"] = {k: v for k, v in asdict(forks[seq.index]).items() if k not in ("parent", "child")}
+    return graded
 
 
 def _graded(seq: SequenceResult, problem: Problem, verify: Verifier) -> dict[str, Any]:
@@ -52,7 +62,7 @@ def _graded(seq: SequenceResult, problem: Problem, verify: Verifier) -> dict[str
     }
 
 
-def tree_record(method: str, problem: Problem, M: int, result: GenerationResult, verify: Verifier) -> dict[str, Any]:
+def tree_record(method: str, problem: Problem, M: int, result: GenerationResult, verify: Verifier, entropies: bool = False) -> dict[str, Any]:
     """The record of a parallel or eager-init prompt."""
     return {
         "id": problem.id,
@@ -67,13 +77,13 @@ def tree_record(method: str, problem: Problem, M: int, result: GenerationResult,
         "latency_s": round(result.latency_s, 4),
         "forks": len(result.forks),
         "preemptions": result.preemptions,
-        "sequences": graded_sequences(result, problem, verify),
+        "sequences": graded_sequences(result, problem, verify, entropies),
     }
 
 
 def extra_tree_entry(
     method: str, problem: Problem, M: int, attempt: int, request_theta: float, max_sequences: int,
-    result: GenerationResult, verify: Verifier,
+    result: GenerationResult, verify: Verifier, entropies: bool = False,
 ) -> dict[str, Any]:
     """A journal line: one finished extra tree of a hard prompt."""
     return {
@@ -88,7 +98,7 @@ def extra_tree_entry(
         "wall_s": round(result.wall_s, 4),
         "forks": len(result.forks),
         "preemptions": result.preemptions,
-        "sequences": graded_sequences(result, problem, verify),
+        "sequences": graded_sequences(result, problem, verify, entropies),
     }
 
 

@@ -159,7 +159,7 @@ class EvalRun:
         self._run(work, "trees", self._tree_done)
 
     def _tree_done(self, target: Target, request: TreeRequest, result: GenerationResult) -> None:
-        self._write(target.method, tree_record(target.method, target.problem, target.M, result, self.verify))
+        self._write(target.method, tree_record(target.method, target.problem, target.M, result, self.verify, self.config.save_entropies))
 
     # -- phase 2: reallocation -------------------------------------------------------------
 
@@ -174,7 +174,8 @@ class EvalRun:
     def _extra_tree_done(self, target: Target, request: TreeRequest, result: GenerationResult) -> None:
         item = target.hard
         entry = extra_tree_entry(
-            item.method, item.problem, item.M, target.attempt, request.branching.theta, request.branching.max_sequences, result, self.verify
+            item.method, item.problem, item.M, target.attempt, request.branching.theta, request.branching.max_sequences, result, self.verify,
+            self.config.save_entropies,
         )
         self.journals[item.method].append(entry)
         if self._remaining(item) <= 0:

@@ -184,8 +184,13 @@ class RemoteDriver:
         for i, tree in enumerate(trees):
             if tree.status is Status.FINISHED:
                 tree.compute_s = wall_s * self._request_s[tree] / total
-                out[i] = result_of(tree, decode)
+                out[i] = result_of(tree, decode, self._own_pieces)
         return out
+
+    def _own_pieces(self, branch: Branch) -> list[str]:
+        """The streamed texts of the tokens a branch generated itself ([] where they do not line up)."""
+        pieces = self._pieces.get(branch, [])
+        return pieces[branch.fork_at or 0 :] if len(pieces) == len(branch.token_ids) else []
 
     # -- one branch's stream, retried --------------------------------------------------
 

@@ -13,6 +13,7 @@ fork whose text is an end marker) reaches the brancher as :data:`END`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -56,6 +57,10 @@ class Row:
 
     def top_two(self) -> tuple[int, int]:
         first, second = (self._forced(c) for c in self._token.candidates[:2])
+        return first, second
+
+    def top_two_probs(self) -> tuple[float, float]:
+        first, second = (math.exp(c.logprob) for c in self._token.candidates[:2])
         return first, second
 
     def _forced(self, candidate: Candidate) -> int:

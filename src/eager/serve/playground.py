@@ -1,2 +1,108 @@
+"""The playground at ``/``: type a prompt, pick n and theta, watch the tree grow.
+
+One self-contained page (no external assets). It posts to ``/v1/eager/tree``
+and reads its SSE feed of GenerationResult dicts as the tree grows. The tree
+is drawn by ``window.EagerTree.render(element, tree)`` when the tree view's
+script is on the page (:data:`VIEW_ASSETS`), else by the small renderer below.
+"""
+
+from __future__ import annotations
+
+import html
+
+# The tree view's <style>/<script> text, inlined into the page when it is available
+# (the one line to change to use it: ``window.EagerTree.render`` then takes over).
+VIEW_ASSETS = ""
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>eager playground: __MODEL__</title>
+<style>
+body{font:15px/1.45 system-ui,sans-serif;margin:1.5rem auto;max-width:70rem;color:#222}
+form{display:grid;grid-template-columns:1fr auto;gap:.5rem 1rem;align-items:start}
+textarea{width:100%;min-height:5rem;font:inherit}
+fieldset{border:1px solid #ccc;display:flex;flex-direction:column;gap:.3rem}
+label{display:flex;justify-content:space-between;gap:.5rem}
+input{width:7rem}
+#status{color:#666;margin:.5rem 0}
+.eager-branch{border-left:3px solid #4a7;margin:.4rem 0 .4rem calc(var(--depth)*1.5rem);padding:.2rem .6rem;background:#f7f9f7;white-space:pre-wrap}
+.eager-branch .head{font-size:.8rem;color:#555;display:block}
+.eager-branch .inherited{color:#999}
+.eager-branch.running{border-color:#e90}
+</style>__VIEW__</head>
+<body><h1>eager playground <small>(__MODEL__)</small></h1>
+<form id="ask"><textarea id="prompt" placeholder="Ask something">What is 17 * 23?</textarea>
+<fieldset><label>n <input id="n" type="number" min="1" value="8"></label>
+<label>theta <input id="theta" value="auto"></label>
+<label>max tokens <input id="max_tokens" type="number" min="1" value="128"></label>
+<label>API key <input id="key" type="password" placeholder="if set"></label>
+<button id="go" type="submit">Grow the tree</button></fieldset></form>
+<div id="status"></div><div id="tree"></div>
+<script>
+"use strict";
+const MODEL = __MODEL_JSON__;
+function fallbackRender(el, tree) {
+  const depth = {};
+  el.replaceChildren();
+  for (const s of tree.sequences) {
+    const i = tree.sequences.indexOf(s);
+    depth[i] = s.parent === null ? 0 : depth[s.parent] + 1;
+    const d = document.createElement("div");
+    d.className = "eager-branch" + (s.finish_reason ? "" : " running");
+    d.style.setProperty("--depth", depth[i]);
+    const head = document.createElement("span");
+    head.className = "head";
+    const fork = tree.forks.find(f => f.child === i);
+    head.textContent = "#" + i + (s.parent === null ? " root" : " forked from #" + s.parent + " at token " + s.fork_at +
+      (fork ? " (H=" + fork.entropy.toFixed(2) + " > " + fork.threshold.toFixed(2) + ")" : "")) + ", " + s.token_ids.length + " tokens";
+    const inherited = document.createElement("span");
+    inherited.className = "inherited";
+    const parentText = s.parent === null ? "" : tree.sequences[s.parent].text;
+    let k = 0;
+    while (k < parentText.length && k < s.text.length && parentText[k] === s.text[k]) k++;
+    inherited.textContent = s.parent === null ? "" : s.text.slice(0, k);
+    d.append(head, inherited, document.createTextNode(s.text.slice(inherited.textContent.length)));
+    el.append(d);
+  }
+}
+const render = (window.EagerTree && window.EagerTree.render) || fallbackRender;
+async function grow(ev) {
+  ev.preventDefault();
+  const status = document.getElementById("status"), out = document.getElementById("tree");
+  const theta = document.getElementById("theta").value.trim();
+  const body = {model: MODEL, prompt: document.getElementById("prompt").value,
+    n: +document.getElementById("n").value, max_tokens: +document.getElementById("max_tokens").value,
+    eager: {theta: theta === "auto" ? "auto" : +theta}};
+  const key = document.getElementById("key").value;
+  status.textContent = "growing...";
+  const res = await fetch("/v1/eager/tree", {method: "POST", body: JSON.stringify(body),
+    headers: Object.assign({"content-type": "application/json"}, key ? {authorization: "Bearer " + key} : {})});
+  if (!res.ok) { status.textContent = (await res.json()).error.message; return; }
+  const reader = res.body.getReader(), utf8 = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const {done, value} = await reader.read();
+    if (done) break;
+    buffer += utf8.decode(value, {stream: true});
+    let cut;
+    while ((cut = buffer.indexOf("\\n\\n")) >= 0) {
+      const line = buffer.slice(0, cut).replace(/^data: /, "");
+      buffer = buffer.slice(cut + 2);
+      if (line === "[DONE]") continue;
+      const msg = JSON.parse(line);
+      if (msg.error) { status.textContent = msg.error.message; continue; }
+      render(out, msg.result);
+      const r = msg.result;
+      status.textContent = (msg.done ? "done: " : "growing: ") + r.sequences.length + " sequences, " + r.forks.length +
+        " forks; " + r.generated_tokens + " tokens computed for " + r.sequence_tokens + " sequence tokens";
+    }
+  }
+}
+document.getElementById("ask").addEventListener("submit", grow);
+</script></body></html>
+"""
+
+
 def page(model_name: str) -> str:
-    return "<html><body>playground</body></html>"
+    import json
+
+    return PAGE.replace("__VIEW__", VIEW_ASSETS).replace("__MODEL_JSON__", json.dumps(model_name).replace("<", "\\u003c")).replace("__MODEL__", html.escape(model_name))

@@ -1,0 +1,57 @@
+"""The playground at /: served with no external asset; in headless Chromium a prompt grows a tree."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import httpx
+import pytest
+
+from serve_helpers import running_server
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def test_the_page_is_self_contained_and_streams_tree_snapshots():
+    with running_server(api_key=None) as (url, app, backend):
+        page = httpx.get(url + "/").text
+        assert "<script>" in page and "http://" not in page and "https://" not in page
+        body = {"model": "mock", "prompt": "grow", "n": 6, "max_tokens": 30, "seed": 2}
+        with httpx.stream("POST", url + "/v1/eager/tree", json=body, timeout=30) as r:
+            events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    import json
+
+    last = json.loads(events[-2])
+    assert last["done"] and len(last["result"]["sequences"]) >= 2 and last["result"]["forks"]
+
+
+@pytest.mark.browser
+def test_typing_a_prompt_grows_branches_in_the_browser(tmp_path):
+    if not (shutil.which(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("Chromium is not installed (scripts/setup.sh --browser)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,900"):
+        options.add_argument(arg)
+    with running_server(api_key=None) as (url, app, backend):
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        try:
+            driver.get(url + "/")
+            prompt = driver.find_element(By.ID, "prompt")
+            prompt.clear()
+            prompt.send_keys("Why is the sky blue?")
+            driver.find_element(By.ID, "go").click()
+            WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "status").text.startswith("done"))
+            branches = driver.find_elements(By.CSS_SELECTOR, "#tree .eager-branch")
+            assert len(branches) >= 2 and "forked from #0" in driver.find_element(By.ID, "tree").text
+            driver.save_screenshot(str(tmp_path / "playground.png"))
+            assert (tmp_path / "playground.png").stat().st_size > 1000
+        finally:
+            driver.quit()
