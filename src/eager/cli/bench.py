@@ -22,6 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("--plot", default=None, help="also save a PNG: tokens/s side by side and scaling")
     add_config_options(p, BenchConfig)
     p.add_argument("--no-transformers", dest="peer", action="store_false", help="skip the transformers peer")
+    p.add_argument("--serve", action="store_true", help="instead: eager serve under 1, 4, 16 concurrent clients, n = M, EAGER vs parallel (eager.bench.serve)")
     p.set_defaults(func=cmd_bench)
 
 
@@ -51,6 +52,9 @@ def cmd_bench(args) -> int:
 
     from eager.bench.render import plot, to_markdown
     from eager.bench.run import run_bench
+
+    if args.serve:  # the server under load: same files, its own table
+        from eager.bench.serve import run_serve_bench as run_bench, serve_markdown as to_markdown  # noqa: F811
 
     out_json, out_md = _outputs(args)
     cfg = config_from_args(BenchConfig, args, peer=args.peer)
