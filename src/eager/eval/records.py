@@ -22,7 +22,7 @@ from eager.eval.datasets import Problem
 from eager.eval.config import LEGACY_VALUES, utc_now, with_legacy_values
 from eager.eval.methods import EVAL_METHODS
 from eager.eval.report import CONFIG_FILE, RECORD_FIELDS, SESSIONS_FILE, read_jsonl
-from eager.eval.verify import Verifier, answer_of
+from eager.eval.verify import Verifier, answer_of, details_of
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ def _graded(seq: SequenceResult, problem: Problem, verify: Verifier) -> dict[str
         "answer": answer,
         "answer_source": source,
         "correct": verify(problem, seq.text),
+        **details_of(verify, problem, seq.text),  # code: "passed", "reason", "stderr"
         "round": 0,
     }
 

@@ -3,7 +3,8 @@
 ``write_report(DIR)`` reads DIR/config.json and DIR/<method>.jsonl and writes
 
 * summary.json: {"model", "dataset", "n_prompts", "seed", "extract", "M", "intervals",
-  "run", "reallocation", "config", "methods"}, where "extract" is the answer
+  "run", "reallocation", "config", "methods"} (and "grading" for a code run, whose
+  rows have no Cons@k: ``eager.eval.code_report``), where "extract" is the answer
   extraction mode the records were graded under ("boxed" or "lenient"; a run from
   before the modes: "lenient"); "intervals" says how the 95% intervals were made;
   "run" is the run's elapsed time from DIR/sessions.jsonl (None for a run from
@@ -32,6 +33,7 @@ from typing import Any
 
 from eager.errors import EagerError
 from eager.eval.budget import ReallocationConfig, saved_budget
+from eager.eval.code_report import GRADING as CODE_GRADING, code_row, is_code_run, render_code_markdown
 from eager.eval.config import with_legacy_values
 from eager.eval.grading import AnswerEquivalence
 from eager.eval.methods import EVAL_METHODS, INIT_METHOD, REALLOCATION_METHODS, method_order
@@ -137,13 +139,15 @@ def build_summary(config: dict[str, Any], records: dict[str, list[dict[str, Any]
     budgets = [int(m) for m in config.get("M", [])] or sorted({int(r["M"]) for rs in records.values() for r in rs})
     several = len(budgets) > 1
     equivalent = AnswerEquivalence()  # one parse cache for every method's answers
+    code = is_code_run(config)  # graded by running tests: no Cons@k (eager.eval.code_report)
     methods: dict[str, Any] = {}
     reallocation: dict[str, Any] = {}
     for M in budgets:
         by_method = {m: [r for r in rs if int(r["M"]) == M] for m, rs in records.items()}
         scores = {m: score_records(rs, equivalent) for m, rs in by_method.items()}
         for method in sorted(by_method, key=method_order):
-            methods[method_key(method, M, several)] = _method_summary(method, M, by_method, scores)
+            row = _method_summary(method, M, by_method, scores)
+            methods[method_key(method, M, several)] = code_row(row, by_method[method]) if code else row
         moved = reallocation_at(config, by_method, M)
         if moved is not None:
             reallocation[f"M={M}"] = moved
@@ -160,6 +164,7 @@ def build_summary(config: dict[str, Any], records: dict[str, list[dict[str, Any]
         "reallocation": reallocation,
         "config": config,
         "methods": methods,
+        **({"grading": CODE_GRADING} if code else {}),
     }
 
 
@@ -266,6 +271,8 @@ def _theta_source(config: dict[str, Any]) -> str:
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
+    if "grading" in summary:
+        return render_code_markdown(summary)
     config = summary["config"]
     rows = list(summary["methods"].values())
     label = k_labels(rows)

@@ -36,6 +36,7 @@ written and regenerates only what is not.
 from __future__ import annotations
 
 import zlib
+from collections import deque
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,6 +48,7 @@ from eager.core.tree import TreeRequest
 from eager.core.results import StepStats
 from eager.errors import EagerError
 from eager.eval.budget import retry_theta
+from eager.eval.code import code_verifier
 from eager.eval.config import PROVENANCE_FIELDS, EvalConfig, stored_config, with_legacy_values
 from eager.eval.datasets import Problem, format_prompt, load_problems
 from eager.eval.executors import Executor, LocalExecutor, ModelSpec, absolute_model, open_executor
@@ -239,11 +241,20 @@ class EvalRun:
             progress = replace(progress, trees_done=stats.prompts_done, live_branches=stats.live_branches, tokens_per_s=rate)
             self._report(progress)
 
+        waiting: deque = deque()  # finished trees whose sequences are still being graded (code runs in the background)
         for done, (position, result) in enumerate(self.executor.run(requests, on_step), start=1):
             request, target = work[position]
-            finished(target, request, result)
+            self.verify.prefetch(target.problem, [s.text for s in result.sequences])
+            waiting.append((target, request, result))
+            self._finish_graded(waiting, finished)
             progress = replace(progress, trees_done=done, records_written=self.records_written)
             self._report(progress)
+        self._finish_graded(waiting, finished, wait=True)
+
+    def _finish_graded(self, waiting: deque, finished: Callable[[Target, TreeRequest, GenerationResult], None], wait: bool = False) -> None:
+        """Hand on the trees at the head of ``waiting`` whose grading is done (all, with ``wait``), in order."""
+        while waiting and (wait or self.verify.ready(waiting[0][0].problem, [s.text for s in waiting[0][2].sequences])):
+            finished(*waiting.popleft())
 
     def _write(self, method: str, record: dict[str, Any]) -> None:
         self.records[method].append(record)
@@ -342,8 +353,9 @@ def run_eval(
         verifier: ``verifier(problem, completion_text) -> bool`` grades every
             sequence and decides which prompts full EAGER calls hard; an RL
             pipeline can pass its reward. Default: the last \\boxed{} answer
-            against the gold answer, with Math-Verify. A verifier that raises
-            counts the sequence as wrong.
+            against the gold answer, with Math-Verify; for code problems
+            (humaneval), ``eager.eval.code.CodeVerifier``: the problem's tests
+            run in the sandbox. A verifier that raises counts the sequence as wrong.
         ray: grow the trees on Ray workers (``eager.eval.distributed.RayOptions``), each
             loading ``config.model`` once; grading and every file stay here, so
             the records, the reallocation and resuming are those of a local run.
@@ -359,6 +371,10 @@ def run_eval(
         problems = load_selection(config)
         for problem in problems:
             format_prompt(problem, config.template)  # a bad template fails now, before anything is written
+        if verifier is None:  # code is graded by running it: the sandbox is checked before anything is written
+            verifier = code_verifier(problems, config.grade_timeout_s, config.unsafe_exec)
+            if verifier is not None:
+                stack.callback(verifier.close)
         pending = check_config(out, with_first_provenance(out, stored_config(config, problems, verifier_name(verifier))), config.methods)
         verify = safe(verifier or GoldAnswerVerifier(Grader(config.grade_timeout_s)), extract=config.extract)
         run = EvalRun(config, out, problems, verify, on_progress)
