@@ -277,8 +277,9 @@ def test_cli_calibrate_writes_a_positive_theta_and_theta_auto_then_uses_it(tmp_p
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["generate", "--model", "smollm2-135m", "--prompt", "What is 2 + 3?", "-M", "2", "--max-tokens", "8", "--json"]) == 0
     generated = json.loads(capsys.readouterr().out)
-    assert (generated["theta"], generated["theta_source"]) == (pytest.approx(record["theta"], abs=1e-4), "calibrated")
-    assert all(f["threshold"] >= generated["theta"] for f in generated["forks"])
+    settings = generated["settings"]
+    assert (settings["theta"], settings["theta_source"]) == (pytest.approx(record["theta"], abs=1e-4), "calibrated")
+    assert all(f["threshold"] >= settings["theta"] for f in generated["results"][0]["forks"])
 
 
 def test_cli_theta_accepts_auto_or_a_number_and_nothing_else(capsys):
@@ -336,5 +337,5 @@ def test_smollm2_theta_gives_trees_within_30_percent_of_the_target_on_other_prom
 def test_the_default_model_branches_on_a_gsm8k_question_with_no_theta_given(capsys):
     prompt = "A baker makes 12 muffins per tray and bakes 7 trays. She sells all but 9 muffins. How many does she sell?"
     assert main(["generate", "--prompt", prompt, "-M", "8", "--max-tokens", "120", "--threads", "1", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["theta_source"] == "shipped" and len(result["sequences"]) > 1
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["settings"]["theta_source"] == "shipped" and len(payload["results"][0]["sequences"]) > 1

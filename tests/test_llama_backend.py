@@ -76,7 +76,7 @@ def test_cli_generate_json_has_the_documented_fields(capsys):
          "--max-tokens", "16", "--ctx", "1024", "--seed", "5", "--json"]
     )
     assert code == 0
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)["results"][0]
     assert set(out) >= {"sequences", "generated_tokens", "forks"}
     for seq in out["sequences"]:
         assert set(seq) >= {"text", "token_ids", "parent", "fork_at", "finish_reason"}

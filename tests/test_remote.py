@@ -488,7 +488,7 @@ def test_cli_generate_runs_through_the_server(llama_server, capsys):
     code = main(["generate", "--model", f"openai:{llama_server}#smollm2", "--raw-prompt", "--prompt", SMOL_PROMPT,
                  "-M", "3", "--theta", "1.0", "--max-tokens", "24", "--seed", "1", "--json"])
     assert code == 0
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)["results"][0]
     assert 1 <= len(out["sequences"]) <= 3
     assert len(out["forks"]) == len(out["sequences"]) - 1
     assert all(f["entropy"] > f["threshold"] >= 1.0 for f in out["forks"])

@@ -111,7 +111,7 @@ def test_cli_generate_applies_the_servers_chat_template(llama_server, capsys):
 
     code = main(["generate", "--model", f"openai:{llama_server}", "--prompt", QUESTION, "-M", "3", "--theta", "1.0", "--max-tokens", "24", "--json"])
     assert code == 0
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)["results"][0]
     assert 1 <= len(out["sequences"]) <= 3 and len(out["forks"]) == len(out["sequences"]) - 1
     assert all(f["entropy"] > f["threshold"] >= 1.0 for f in out["forks"])
 

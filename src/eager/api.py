@@ -49,10 +49,20 @@ def load_backend(model: str = DEFAULT_MODEL, *, engine: EngineConfig | None = No
     # more sequences than ctx cells would abort inside llama_decode
     max_sequences = min(max_sequences, engine.ctx)
     path = resolve_model(model)
+    log.info("%s", loading_line(model, path, engine))
     return LlamaBackend(
         str(path), n_ctx=engine.ctx, max_sequences=max_sequences, n_batch=min(max(n_batch, max_sequences), engine.ctx), n_threads=engine.threads,
         kv_type=engine.kv_type, flash_attn=engine.flash_attn,
     )
+
+
+def loading_line(model: str, path, engine: EngineConfig) -> str:
+    """``loading qwen2.5-coder-0.5b (491 MB, 2 threads, ctx 16384)``: what a run is about to wait for."""
+    import os
+
+    threads = engine.threads or len(os.sched_getaffinity(0))
+    size = os.path.getsize(path) / 1e6 if os.path.isfile(path) else 0.0
+    return f"loading {model} ({size:.0f} MB, {threads} thread{'s' if threads != 1 else ''}, ctx {engine.ctx})"
 
 
 # -- theta: a number, or "auto" ------------------------------------------------------------

@@ -7,6 +7,7 @@ import sys
 from typing import Sequence
 
 from eager.cli import bench, calibrate, evaluate, generate, grade
+from eager.cli.feedback import add_verbosity_options, configure_logging
 from eager.cli import serve as serve_cli
 from eager.cli.options import flag_names, flagged
 from eager.errors import EagerError
@@ -32,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_parser(sub)
     calibrate.add_parser(sub)
     serve_cli.add_parser(sub)
+    add_verbosity_options(parser, top=True)
+    for command in sub.choices.values():  # -v/-q on every command, after its name too
+        add_verbosity_options(command)
     return parser
 
 
@@ -105,6 +109,7 @@ def _interrupt_on_sigterm() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    restore_logging = configure_logging(args.verbosity)
     _interrupt_on_sigterm()
     try:
         return args.func(args)
@@ -115,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("eager: interrupted", file=sys.stderr)
         return 130
+    finally:
+        restore_logging()
 
 
 if __name__ == "__main__":

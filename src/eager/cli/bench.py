@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 from eager.bench.config import BenchConfig
 from eager.cli.options import add_config_options, config_from_args
 from eager.errors import EagerError
+
+log = logging.getLogger(__name__)
 
 
 def add_parser(sub) -> None:
@@ -58,7 +61,7 @@ def cmd_bench(args) -> int:
 
     out_json, out_md = _outputs(args)
     cfg = config_from_args(BenchConfig, args, peer=args.peer)
-    out = run_bench(cfg, progress=lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True))
+    out = run_bench(cfg, progress=lambda msg: log.info("bench: %s", msg))
     markdown = to_markdown(out, _command_line())
     out_json.write_text(json.dumps(out, indent=2) + "\n")
     out_md.write_text(markdown)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 from pathlib import Path
 
+from eager.cli.feedback import Status
 from eager.cli.generate import add_model_options
 from eager.cli.options import Given, add_config_options, config_from_args
 from eager.core.config import BranchingConfig, EngineConfig, SamplingConfig
@@ -100,17 +100,17 @@ def command_line(args) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
-def _progress(points: int, prompts: int):
-    from tqdm import tqdm
-
-    bar = tqdm(total=(points + 1) * prompts, unit="tree", desc="calibrating", disable=None, file=sys.stderr, leave=False)
+def _progress(verbosity: int, points: int, prompts: int):
+    """A status line (terminal) or log lines (elsewhere): trees of all points done, the theta tried, tok/s."""
+    status = Status(verbosity)
+    total = (points + 1) * prompts
 
     def on_progress(p) -> None:
-        bar.n = p.point * p.trees_total + p.trees_done
-        bar.set_postfix(point=p.point, theta="none" if p.point == 0 else f"{p.theta:.3f}", tok_s=f"{p.tokens_per_s:.1f}", refresh=False)
-        bar.refresh()
+        done = p.point * p.trees_total + p.trees_done
+        theta = "warm-up" if p.point == 0 else f"theta {p.theta:.3f}"
+        status.update(f"calibrating: {done}/{total} trees at most, point {p.point} ({theta}), {p.tokens_per_s:.1f} tok/s")
 
-    return bar, on_progress
+    return status, on_progress
 
 
 def _identity(model: str, executor) -> dict:
@@ -141,7 +141,7 @@ def cmd_calibrate(args) -> int:
     verify = safe(GoldAnswerVerifier(Grader(args.grade_timeout)), extract=args.extract) if args.labels else None
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     spec = ModelSpec(absolute_model(args.model), engine, max_sequences=max(64, branching.max_sequences), chat_template=args.chat_template)
-    bar, on_progress = _progress(config.max_points, len(problems))
+    status, on_progress = _progress(args.verbosity, config.max_points, len(problems))
     executor = open_executor(spec)
     try:
         result = calibrate(
@@ -150,7 +150,7 @@ def cmd_calibrate(args) -> int:
         )
         identity = _identity(args.model, executor)
     finally:
-        bar.close()
+        status.close()
         executor.close()
     record = {
         "theta": round(result.theta, 4),

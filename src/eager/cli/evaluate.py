@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
+from eager.cli.feedback import Status, duration, eta_s
 from eager.cli.generate import add_branching_options, add_model_options, chosen_theta, print_theta_note
 from eager.cli.options import PAPER, Given, add_config_options, add_preset_option, config_from_args
 from eager.core.config import BranchingConfig, EngineConfig, SamplingConfig
 from eager.errors import EagerError
+
+log = logging.getLogger(__name__)
 
 # The paper's settings for an evaluation: the question alone as the user message (the
 # reference sends the bare AIME / MATH / HMMT problem through the chat template) and
@@ -151,28 +155,42 @@ def eval_config(args, theta=None):
     )
 
 
-def _eval_progress():
-    """A tqdm bar per phase: trees done, live branches, tokens/s."""
-    from tqdm import tqdm
+class EvalProgress:
+    """``eager eval``'s status: per phase, prompts (trees) done of those to run, branches, tok/s, records, ETA.
 
-    state = {"bar": None, "phase": None}
+    On a terminal one live line per phase; elsewhere a log line every interval (``eager.cli.feedback``).
+    """
 
-    def on_progress(p) -> None:
-        bar = state["bar"]
-        if p.phase != state["phase"]:
-            if bar is not None:
-                bar.close()
-            bar = state["bar"] = tqdm(total=p.trees_total, unit="tree", desc=p.phase, disable=None, file=sys.stderr, leave=False)
-            state["phase"] = p.phase
-        bar.n = p.trees_done
-        bar.set_postfix(branches=p.live_branches, tok_s=f"{p.tokens_per_s:.1f}", records=p.records_written, refresh=False)
-        bar.refresh()
+    def __init__(self, verbosity: int, max_tokens: int) -> None:
+        self.verbosity = verbosity
+        self.max_tokens = max_tokens
+        self.status: Status | None = None
+        self.last = None
 
-    def close() -> None:
-        if state["bar"] is not None:
-            state["bar"].close()
+    def __call__(self, p) -> None:
+        if self.last is None or p.phase != self.last.phase:
+            self.close()
+            self.status = Status(self.verbosity)
+            log.info("%s: %d prompts to run (one tree per question, method and M)", p.phase, p.trees_total)
+        self.last = p
+        self.status.update(self.text(p))
 
-    return on_progress, close
+    def text(self, p) -> str:
+        eta = eta_s(p.trees_done, p.trees_total, p.elapsed_s, steps=p.steps, max_steps=self.max_tokens, in_flight=p.trees_in_flight)
+        if eta is None:
+            when = "ETA after the first step"
+        else:
+            when = f"ETA {'at most ' if p.trees_done == 0 and eta > 0 else ''}{duration(eta)}"
+        share = p.trees_done / p.trees_total if p.trees_total else 1.0
+        return (
+            f"{p.phase}: {p.trees_done}/{p.trees_total} prompts ({share:.0%}), {p.live_branches} branches live, "
+            f"{p.tokens_per_s:.1f} tok/s, {p.records_written} records written, {duration(p.elapsed_s)} elapsed, {when}"
+        )
+
+    def close(self) -> None:
+        if self.status is not None:
+            self.status.done(self.text(self.last))
+            self.status = None
 
 
 def _print_report(out: str) -> None:
@@ -201,11 +219,11 @@ def cmd_eval(args) -> int:
     theta = eval_theta(args)
     config = eval_config(args, theta)
     ray = ray_options(args)
-    on_progress, close = _eval_progress()
+    progress = EvalProgress(args.verbosity, config.sampling.max_tokens)
     try:
-        run_eval(config, on_progress=on_progress, ray=ray)
+        run_eval(config, on_progress=progress, ray=ray)
     finally:
-        close()
+        progress.close()
     _print_report(config.out_dir)
     if theta is not None and any(m != "parallel" for m in config.methods):
         print_theta_note(theta, to=sys.stdout)  # after the run: a run that fails says only its error, in one line

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-import json
+import logging
 import sys
+from dataclasses import fields
 
+from eager.cli.feedback import Status, duration
+from eager.cli.generate_output import as_json, as_jsonl, render_tree, settings
 from eager.cli.options import GENERATE_PRESETS, Given, add_config_options, add_field_option, add_preset_option, config_from_args
 from eager.core.config import BranchingConfig, EngineConfig, SamplingConfig, options_of
 from eager.errors import EagerError
+from eager.eval.config import EvalConfig
 from eager.files import read_lines
 from eager.models import DEFAULT_MODEL
+
+log = logging.getLogger(__name__)
 
 EPILOG = """\
 EAGER starts one chain per prompt, watches the entropy of every next-token
@@ -24,6 +30,7 @@ examples:
   eager generate --prompt "What is 17 * 23?" -M 8
   eager generate --prompt "What is 17 * 23?" -M 8 --theta 1.2
   eager generate --model smollm2-135m --prompt "Hi" --method parallel -M 4 --json
+  cat prompts.txt | eager generate --prompt-file - --jsonl > trees.jsonl
   eager models
 """
 
@@ -88,7 +95,11 @@ def add_parser(sub) -> None:
     gen = sub.add_parser("generate", help="generate a branching tree (or M parallel samples) for one or more prompts", epilog=EPILOG, formatter_class=_formatter())
     gen.add_argument("--prompt", action="append", default=[], help="a prompt (repeat for several; they are batched together)")
     gen.add_argument("--prompt-file", help="a UTF-8 text file with one prompt per line; - reads standard input")
-    gen.add_argument("--json", action="store_true", help="print one JSON object (a list under 'results' when several prompts)")
+    out = gen.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print one JSON object: {settings, results: [one per prompt]} (schema: eager/cli/generate.schema.json)")
+    out.add_argument("--jsonl", action="store_true", help="print one JSON line per prompt: {settings, result} (same schema)")
+    gen.add_argument("--full", action="store_true", help="print whole texts (default: a long text shows its start and its end, where the answer is)")
+    add_field_option(gen, next(f for f in fields(EvalConfig) if f.name == "extract"))
     add_model_options(gen)
     b = gen.add_argument_group("branching (EAGER-init)")
     b.add_argument("--method", default="eager-init", help="eager-init (entropy-aware branching) or parallel (M independent samples) (default: eager-init)")
@@ -124,18 +135,35 @@ def _stdin_lines() -> list[str]:
         raise EagerError(f"standard input is not valid UTF-8 (at byte {error.start})") from None
 
 
-def _progress(total: int):
-    from tqdm import tqdm
+class _Progress:
+    """The engine's on_step: prompts done, branches, tokens and tok/s on the status line."""
 
-    bar = tqdm(total=total, unit="prompt", desc="generating", disable=None, file=sys.stderr, leave=False)
+    def __init__(self, verbosity: int, total: int) -> None:
+        self.status = Status(verbosity)
+        self.total = total
+        self.last = None
 
-    def on_step(stats) -> None:
-        bar.n = stats.prompts_done
-        rate = stats.generated_tokens / stats.elapsed_s if stats.elapsed_s > 0 else 0.0
-        bar.set_postfix(branches=stats.live_branches, tok_s=f"{rate:.1f}", refresh=False)
-        bar.refresh()
+    def __call__(self, stats) -> None:
+        self.last = stats
+        self.status.update(progress_text(stats, self.total))
 
-    return bar, on_step
+    def done(self) -> None:
+        self.status.done(progress_text(self.last, self.total) if self.last is not None else None)
+
+
+def progress_text(stats, total: int) -> str:
+    rate = stats.generated_tokens / stats.elapsed_s if stats.elapsed_s > 0 else 0.0
+    return (
+        f"generating: {stats.prompts_done}/{total} prompts done, {stats.live_branches} branches live, "
+        f"{stats.generated_tokens} tokens, {rate:.1f} tok/s, {duration(stats.elapsed_s)}"
+    )
+
+
+def _settings(args, theta, branching, sampling, engine) -> dict:
+    return settings(
+        model=args.model, method=args.method, theta=theta if args.method != "parallel" else None,
+        branching=branching, sampling=sampling, engine=engine, chat=not args.raw_prompt,
+    )
 
 
 def cmd_generate(args) -> int:
@@ -146,56 +174,22 @@ def cmd_generate(args) -> int:
     branching = config_from_args(BranchingConfig, args, exclude=("theta",), theta=theta.value)
     sampling = config_from_args(SamplingConfig, args)
     engine = config_from_args(EngineConfig, args)
-    bar, on_step = _progress(len(prompts))
+    log.debug("%d prompts, method %s, %s; %s; %s; %s", len(prompts), args.method, theta.note, branching, sampling, engine)
+    progress = _Progress(args.verbosity, len(prompts))
     try:
         results = generate(
             prompts, model=args.model, method=args.method, branching=branching, sampling=sampling, engine=engine,
-            chat=not args.raw_prompt, chat_template=args.chat_template, on_step=on_step,
+            chat=not args.raw_prompt, chat_template=args.chat_template, on_step=progress,
         )
     finally:
-        bar.close()
+        progress.done()
+    machine = args.json or args.jsonl
     if args.method != "parallel":  # after the run: a run that fails says only its error, in one line
-        print_theta_note(theta, to=None if args.json else sys.stdout)
-    if args.json:
-        payload = [{**r.to_dict(), "theta": theta.value, "theta_source": theta.source} for r in results]
-        print(json.dumps(payload[0] if len(payload) == 1 else {"results": payload}, ensure_ascii=False))
+        print_theta_note(theta, to=None if machine else sys.stdout)
+    if machine:
+        run_settings = _settings(args, theta, branching, sampling, engine)
+        print(as_json(run_settings, results) if args.json else as_jsonl(run_settings, results))
     else:
         for result in results:
-            print(render_tree(result))
+            print(render_tree(result, full=args.full, extract=args.extract))
     return 0
-
-
-def _one_line(text: str, width: int = 400) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 3] + "..."
-
-
-def _depth(result, seq) -> int:
-    depth, parent = 0, seq.parent
-    while parent is not None:
-        depth += 1
-        parent = result.sequences[parent].parent
-    return depth
-
-
-def render_tree(result) -> str:
-    """The human view: each branch, where it forked and the entropy there."""
-    forks = {f.child: f for f in result.forks}
-    lines = [f"prompt ({result.prompt_tokens} tokens, {result.method}): {_one_line(result.prompt, 120)}"]
-    for seq in result.sequences:
-        indent = "  " * _depth(result, seq)
-        if seq.parent is None:
-            origin, shown = "root", seq.text
-        else:
-            fork = forks[seq.index]
-            origin = f"forked from #{seq.parent} at token {seq.fork_at} (H={fork.entropy:.2f} > {fork.threshold:.2f})"
-            shown = "..." + seq.own_text
-        lines.append(f"{indent}#{seq.index} {origin}: {len(seq.token_ids)} tokens, {seq.finish_reason}")
-        lines.append(f"{indent}   {_one_line(shown)}")
-    saved = 1 - result.generated_tokens / result.sequence_tokens if result.sequence_tokens else 0.0
-    rate = result.generated_tokens / result.wall_s if result.wall_s > 0 else 0.0
-    lines.append(
-        f"{len(result.sequences)} sequences, {len(result.forks)} forks; generated {result.generated_tokens} tokens "
-        f"for {result.sequence_tokens} sequence tokens ({saved:.0%} shared); {result.wall_s:.1f} s, {rate:.1f} tok/s"
-    )
-    return "\n".join(lines)

@@ -83,6 +83,7 @@ class Progress:
         live_branches: branches decoding right now.
         tokens_per_s: generated tokens per second in this phase.
         records_written: final records written by this run so far (all methods).
+        elapsed_s, steps, trees_in_flight: of this phase's executor run (for an ETA).
     """
 
     phase: str
@@ -91,6 +92,9 @@ class Progress:
     live_branches: int
     tokens_per_s: float
     records_written: int
+    elapsed_s: float = 0.0
+    steps: int = 0
+    trees_in_flight: int = 0
 
 
 ProgressFn = Callable[[Progress], None]
@@ -238,7 +242,10 @@ class EvalRun:
         def on_step(stats: StepStats) -> None:
             nonlocal progress
             rate = stats.generated_tokens / stats.elapsed_s if stats.elapsed_s > 0 else 0.0
-            progress = replace(progress, trees_done=stats.prompts_done, live_branches=stats.live_branches, tokens_per_s=rate)
+            progress = replace(
+                progress, trees_done=stats.prompts_done, live_branches=stats.live_branches, tokens_per_s=rate,
+                elapsed_s=stats.elapsed_s, steps=stats.steps, trees_in_flight=stats.prompts_in_flight,
+            )
             self._report(progress)
 
         waiting: deque = deque()  # finished trees whose sequences are still being graded (code runs in the background)
