@@ -9,6 +9,7 @@ from typing import Sequence
 from eager.cli import bench, calibrate, evaluate, generate, grade
 from eager.cli.feedback import add_verbosity_options, configure_logging
 from eager.cli import serve as serve_cli
+from eager.cli import view as view_cli
 from eager.cli.options import flag_names, flagged
 from eager.errors import EagerError
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_parser(sub)
     calibrate.add_parser(sub)
     serve_cli.add_parser(sub)
+    view_cli.add_parser(sub)
     add_verbosity_options(parser, top=True)
     for command in sub.choices.values():  # -v/-q on every command, after its name too
         add_verbosity_options(command)

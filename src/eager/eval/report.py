@@ -38,6 +38,7 @@ from eager.eval.config import with_legacy_values
 from eager.eval.grading import AnswerEquivalence
 from eager.eval.methods import EVAL_METHODS, INIT_METHOD, REALLOCATION_METHODS, method_order
 from eager.eval.plot import plot_tradeoff
+from eager.view import write_run_index
 from eager.eval.metrics import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
@@ -411,7 +412,8 @@ def write_report(out: str | Path) -> dict[str, Any]:
     sessions = read_jsonl(sessions_path) if sessions_path.exists() else None
     summary = build_summary(config, records, sessions)
     _write_text(out / SUMMARY_JSON, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    _write_text(out / SUMMARY_MD, render_markdown(summary))
+    _write_text(out / SUMMARY_MD, render_markdown(summary) + "\nEvery prompt's trees, method by method: [index.html](index.html)\n")
+    write_run_index(out)
     plot_tradeoff(summary, out / TRADEOFF_PNG, pass_label=k_labels(list(summary["methods"].values()))["pass"])
     return summary
 
