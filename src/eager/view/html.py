@@ -16,7 +16,7 @@ LEGEND = (
     '<div class="eager-legend">token entropy, as a share of θ: '
     '<span class="et-h0">&lt;20%</span><span class="et-h1">20-40%</span><span class="et-h2">40-60%</span>'
     '<span class="et-h3">60-80%</span><span class="et-h4">&ge;80%</span> (hover a token for its entropy; '
-    'a <span class="et-fork">⑂</span> marks a fork and its two alternatives)</div>'
+    'a <span class="et-fork">↳#n</span> marks a fork and its two alternatives)</div>'
 )
 
 PAGE_CSS = """

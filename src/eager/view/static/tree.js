@@ -60,7 +60,7 @@
     marker.setAttribute("data-fork", String(fork.child));
     var entropy = fork.entropy === undefined || fork.entropy === null ? "" :
       " H=" + fmt(fork.entropy, 2) + " > θ_eff " + fmt(fork.threshold, 2);
-    marker.textContent = "⑂#" + fork.child;
+    marker.textContent = "↳#" + fork.child;
     marker.title = "fork to #" + fork.child + " at token " + fork.position + entropy +
       (fork.child_text !== undefined && fork.child_text !== null ?
         "\n" + alternative(fork, "parent") + " (kept here)\n" + alternative(fork, "child") + " (#" + fork.child + ")" : "");
