@@ -204,3 +204,18 @@ def test_smollm_generate_json_then_view(tmp_path, capsys):
     assert main(["view", str(out), "--width", "100"]) == 0
     shown = ANSI.sub("", capsys.readouterr().out)
     assert "forked from #0" in shown and "H=" in shown
+
+
+@pytest.mark.parametrize("driver", ["engine", "vllm", "llama-server"])
+def test_both_drivers_give_token_pieces_and_fork_alternatives(driver):
+    from test_remote_rules import grow_on
+
+    (result,) = grow_on(driver, M=8, theta=1.0, dynamic_theta=True, max_tokens=32)
+    assert result.forks
+    for seq in result.sequences:
+        assert "".join(seq.pieces) == seq.own_text and len(seq.pieces) == len(seq.own_entropies)
+    for fork in result.forks:
+        child = result.sequences[fork.child]
+        if child.pieces:  # none where its top-2 ended generation at once
+            assert fork.child_text == child.pieces[0]
+        assert 0 < fork.child_prob <= fork.parent_prob <= 1
