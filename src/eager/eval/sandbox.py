@@ -15,7 +15,9 @@ interpreter's own) mounted read-only, a private size-limited tmpfs as ``/tmp``
 and ``HOME``, an empty environment, a new session, and it dies with its parent.
 RLIMIT_NPROC counts processes per user; in the sandbox's own user namespace it
 counts only the sandbox's, so a fork bomb ends at the limit whatever the host
-runs. :class:`Unsafe` (``--unsafe-exec``) only sets the limits and runs the
+runs. The kernel never applies it to root's processes (in any namespace), so
+when eager runs as root, bwrap starts as "nobody" (and runs the system's
+``python3`` if "nobody" cannot reach eager's interpreter). :class:`Unsafe` (``--unsafe-exec``) only sets the limits and runs the
 program in a private temporary directory: the program can read and write
 anything the user can.
 
@@ -29,15 +31,19 @@ from __future__ import annotations
 import functools
 import math
 import os
+import pwd
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 from eager.errors import EagerError
 
@@ -63,8 +69,7 @@ import os, resource, sys, traceback
 token = sys.stdin.readline().strip()
 source = sys.stdin.read()
 for name, value in zip(("CPU", "AS", "NPROC", "FSIZE", "CORE"), [*map(int, sys.argv[1:5]), 0]):
-    if value >= 0:
-        resource.setrlimit(getattr(resource, "RLIMIT_" + name), (value, value))
+    resource.setrlimit(getattr(resource, "RLIMIT_" + name), (value, value + (name == "CPU")))
 def leave(status):
     kind, error, frames = sys.exc_info()
     traceback.print_exception(kind, error, frames.tb_next, limit=-4)
@@ -149,14 +154,19 @@ def interpreter() -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Bubblewrap:
-    """The sandbox: a program's command wrapped in ``bwrap`` (see the module docstring)."""
+    """The sandbox: a program's command wrapped in ``bwrap`` (see the module docstring).
+
+    Run by root, bwrap starts as the user "nobody": the kernel exempts root's own
+    processes from RLIMIT_NPROC, even in another user namespace (:func:`sandbox_python`
+    says which interpreter "nobody" can run).
+    """
 
     binary: str = "bwrap"
     name = "bubblewrap"
 
     def command(self, inner: list[str], limits: Limits) -> list[str]:
         args = [self.binary, "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL"]
-        args += ["--die-with-parent", "--new-session", "--clearenv", *self._system_mounts()]
+        args += ["--die-with-parent", "--new-session", "--clearenv", *_system_mounts()]
         args += ["--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmp_mb << 20), "--tmpfs", "/tmp"]
         args += ["--chdir", "/tmp", "--setenv", "HOME", "/tmp", "--setenv", "PATH", "/usr/bin:/bin"]
         return [*args, "--", *inner]
@@ -164,22 +174,60 @@ class Bubblewrap:
     def processes(self, limits: Limits) -> int:
         return limits.processes  # the sandbox's user namespace counts only its own processes
 
-    def workdir(self) -> tempfile.TemporaryDirectory | None:
-        return None  # the sandbox's /tmp is its own
+    def python(self) -> str:
+        return sandbox_python()[0]
 
-    @staticmethod
-    def _system_mounts() -> list[str]:
-        mounts = ["--ro-bind", "/usr", "/usr"]
-        for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
-            path = Path(top)
-            if path.is_symlink():
-                mounts += ["--symlink", os.readlink(path), top]
-            elif path.is_dir():
-                mounts += ["--ro-bind", top, top]
-        prefix = interpreter()[1]
-        if not prefix.startswith("/usr/"):
-            mounts += ["--ro-bind", prefix, prefix]
-        return mounts
+    @contextmanager
+    def start(self, inner: list[str], limits: Limits, streams: dict[str, Any]) -> Iterator[subprocess.Popen]:
+        yield subprocess.Popen(
+            self.command(inner, limits), **streams, cwd="/", env={"PATH": "/usr/bin:/bin"}, start_new_session=True, **_not_root()
+        )
+
+
+def _system_mounts() -> list[str]:
+    """/usr and the top-level links or folders into it, read-only, and the interpreter's folder."""
+    mounts = ["--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        path = Path(top)
+        if path.is_symlink():
+            mounts += ["--symlink", os.readlink(path), top]
+        elif path.is_dir():
+            mounts += ["--ro-bind", top, top]
+    prefix = sandbox_python()[1]
+    if not prefix.startswith("/usr/") and prefix != "/usr":
+        mounts += ["--ro-bind", prefix, prefix]
+    return mounts
+
+
+def sandbox_python() -> tuple[str, str]:
+    """The interpreter the sandbox runs and its folder: eager's own, unless the sandbox runs as
+    "nobody" (this process is root) and cannot reach it (as under /root); then the system's python3."""
+    own, prefix = interpreter()
+    if os.geteuid() != 0 or (_reachable_by_all(Path(own)) and _reachable_by_all(Path(prefix))):
+        return own, prefix
+    return "/usr/bin/python3", "/usr"
+
+
+def _reachable_by_all(path: Path) -> bool:
+    """Every folder above ``path`` can be entered by any user, and ``path`` read."""
+    try:
+        if not path.stat().st_mode & stat.S_IROTH:
+            return False
+        return all(parent.stat().st_mode & stat.S_IXOTH for parent in path.parents)
+    except OSError:
+        return False
+
+
+def _not_root() -> dict[str, Any]:
+    """Popen's arguments that start a process as "nobody" when this one is root (else none)."""
+    if os.geteuid() != 0:
+        return {}
+    try:
+        nobody = pwd.getpwnam("nobody")
+        uid, gid = nobody.pw_uid, nobody.pw_gid
+    except KeyError:
+        uid = gid = 65534
+    return {"user": uid, "group": gid, "extra_groups": []}
 
 
 @dataclass(frozen=True)
@@ -188,15 +236,18 @@ class Unsafe:
 
     name = "unsafe (rlimits only)"
 
-    def command(self, inner: list[str], limits: Limits) -> list[str]:
-        return inner
+    def python(self) -> str:
+        return interpreter()[0]
 
     def processes(self, limits: Limits) -> int:
-        # RLIMIT_NPROC counts all of the user's processes here (and binds no root process).
+        # RLIMIT_NPROC counts all of the user's processes here (and binds no process of root).
         return _processes_of_this_user() + limits.processes
 
-    def workdir(self) -> tempfile.TemporaryDirectory | None:
-        return tempfile.TemporaryDirectory(prefix="eager-exec-")
+    @contextmanager
+    def start(self, inner: list[str], limits: Limits, streams: dict[str, Any]) -> Iterator[subprocess.Popen]:
+        with tempfile.TemporaryDirectory(prefix="eager-exec-") as home:
+            env = {"PATH": "/usr/bin:/bin", "HOME": home}
+            yield subprocess.Popen(inner, **streams, cwd=home, env=env, start_new_session=True)
 
 
 def _processes_of_this_user() -> int:
@@ -216,17 +267,17 @@ Isolation = Bubblewrap | Unsafe
 
 @functools.cache
 def bubblewrap_problem(binary: str = "bwrap") -> str | None:
-    """Why the sandbox cannot run here (None: it can): bwrap missing, or unable to make namespaces."""
-    if shutil.which(binary) is None:
+    """Why the sandbox cannot run here (None: it can): bwrap missing, or unable to make its sandbox."""
+    path = shutil.which(binary)
+    if path is None:
         return f"{binary} (bubblewrap) is not installed"
-    probe = Bubblewrap(binary).command([interpreter()[0], "-I", "-c", "pass"], Limits())
     try:
-        result = subprocess.run(probe, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as error:
+        probe = run_program("pass\n", Limits(wall_s=30.0), Bubblewrap(path))
+    except OSError as error:
         return f"{binary} failed to start ({error})"
-    if result.returncode != 0:
-        detail = result.stderr.decode("utf-8", "replace").strip().splitlines()
-        return f"{binary} cannot create its sandbox here ({detail[-1] if detail else f'status {result.returncode}'})"
+    if not probe.passed:
+        detail = probe.stderr.strip().splitlines()
+        return f"{binary} cannot create its sandbox here ({detail[-1] if detail else probe.reason})"
     return None
 
 
@@ -240,39 +291,30 @@ def isolation(unsafe: bool = False, binary: str = "bwrap") -> Isolation:
             f"code is graded by running it in a sandbox, but {problem}: run scripts/setup.sh --sandbox "
             "(apt-get install bubblewrap), or pass --unsafe-exec to run model code without one"
         )
-    return Bubblewrap(binary)
+    return Bubblewrap(shutil.which(binary) or binary)
 
 
 def run_program(source: str, limits: Limits = Limits(), how: Isolation | None = None) -> Outcome:
     """Run ``source`` in a separate process under ``how`` (default: the sandbox) and ``limits``."""
     how = how if how is not None else isolation()
     token = secrets.token_hex(16)
-    inner = [interpreter()[0], "-I", "-c", LAUNCHER, *limits.rlimits(how.processes(limits))]
+    inner = [how.python(), "-I", "-c", LAUNCHER, *limits.rlimits(how.processes(limits))]
     with tempfile.TemporaryDirectory(prefix="eager-run-") as files:
         stdin, stdout, stderr = (Path(files) / name for name in ("stdin", "stdout", "stderr"))
         stdin.write_text(token + "\n" + source, encoding="utf-8")
-        workdir = how.workdir()
-        try:
-            status, wall_s = _wait(how.command(inner, limits), stdin, stdout, stderr, limits, workdir)
-        finally:
-            if workdir is not None:
-                workdir.cleanup()
-        return _outcome(status, wall_s, token, stdout, stderr, limits)
+        started = time.monotonic()
+        with open(stdin, "rb") as i, open(stdout, "wb") as o, open(stderr, "wb") as e:
+            with how.start(inner, limits, {"stdin": i, "stdout": o, "stderr": e}) as process:
+                status = _wait(process, limits.wall_s)
+        return _outcome(status, time.monotonic() - started, token, stdout, stderr, limits)
 
 
-def _wait(command: list[str], stdin: Path, stdout: Path, stderr: Path, limits: Limits, workdir) -> tuple[int | None, float]:
-    """Start ``command`` in its own session; its exit status (None: killed at the wall limit) and run time."""
-    env = {"PATH": "/usr/bin:/bin", "HOME": workdir.name} if workdir is not None else {"PATH": "/usr/bin:/bin"}
-    started = time.monotonic()
-    with open(stdin, "rb") as i, open(stdout, "wb") as o, open(stderr, "wb") as e:
-        process = subprocess.Popen(
-            command, stdin=i, stdout=o, stderr=e, start_new_session=True, close_fds=True,
-            cwd=workdir.name if workdir is not None else None, env=env,
-        )
-        exited = _exits_within(process.pid, limits.wall_s)
-        _kill_group(process.pid)  # what it left in its session; the leader is not reaped yet, so its group id is its own
-        process.wait()
-    return (process.returncode if exited else None), time.monotonic() - started
+def _wait(process: subprocess.Popen, wall_s: float) -> int | None:
+    """The exit status of ``process`` (None: killed at the wall limit); its whole group is killed either way."""
+    exited = _exits_within(process.pid, wall_s)
+    _kill_group(process.pid)  # what it left in its session; the leader is not reaped yet, so its group id is its own
+    process.wait()
+    return process.returncode if exited else None
 
 
 def _exits_within(pid: int, seconds: float) -> bool:
