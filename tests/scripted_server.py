@@ -327,7 +327,7 @@ async def _send(writer, data: bytes) -> None:
 
 async def _json(writer, status: int, body: dict) -> bool:
     raw = json.dumps(body).encode()
-    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 503: "Service Unavailable"}[status]
+    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}[status]
     head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(raw)}\r\n\r\n"
     await _send(writer, head.encode() + raw)
     return True

@@ -29,7 +29,7 @@ from eager.core.results import StepStats
 from eager.engine import Engine
 from eager.errors import EagerError
 from eager.models import DEFAULT_MODEL, SHIPPED_MEASURE, model_identity, packaged_model_of, read_calibration, resolve_model
-from eager.remote import generate_remote, parse_remote_model
+from eager.remote import generate_remote, parse_remote_model, redact
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def served_identity(model: str) -> str | None:
     if remote is None:
         return None
     url, served_model = remote
-    return f"openai:{served_model or url}"
+    return f"openai:{served_model or redact(url)}"
 
 
 def theta_identity(model: str) -> str:
@@ -122,6 +122,7 @@ def resolve_theta(theta: float | str = AUTO, *, model: str = DEFAULT_MODEL, bran
        warn and name ``eager calibrate``. No calibration runs on its own: it
        takes minutes and its result should be a decision, not a side effect.
     """
+    model = redact(model)  # it is shown, and stored: an openai: URL's credentials are not
     if theta != AUTO:
         if isinstance(theta, str):
             raise EagerError(f"theta must be a number of nats or {AUTO!r}, got {theta!r}")
@@ -205,7 +206,7 @@ def generate(
     requests = tree_requests(list(prompts), method=method, branching=branching, sampling=sampling, chat=chat)
     if backend is None and (remote := parse_remote_model(model)):
         url, served_model = remote
-        return generate_remote(requests, url=url, served_model=served_model, on_step=on_step, chat_template=chat_template)
+        return generate_remote(requests, url=url, served_model=served_model, on_step=on_step, chat_template=chat_template, timeout_s=engine.timeout_s, read_timeout_s=engine.read_timeout_s)
     if backend is None and sampling.max_tokens >= engine.ctx:
         raise EagerError(f"max_tokens {sampling.max_tokens} does not fit in the context of {engine.ctx} tokens; lower max_tokens or raise ctx")
     own_backend = backend is None

@@ -116,7 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except EagerError as e:
-        message = flagged(str(e), _option_flags()).replace("chat=False", "--raw-prompt")
+        from eager.remote.credentials import redact  # a URL's credentials are never printed
+
+        message = redact(flagged(str(e), _option_flags()).replace("chat=False", "--raw-prompt"))
         print(f"eager: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

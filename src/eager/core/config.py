@@ -123,6 +123,10 @@ class EngineConfig:
         flash_attn: llama.cpp's flash attention: "on", "off", or "auto" (llama.cpp
             decides: on where the device supports it, as on CPU). llama.cpp
             quantizes the V cache only with flash attention, so q8_0 needs it.
+        timeout_s: ``openai:`` models only: the longest one request to the server
+            may live, from connecting to its last byte (a whole stream).
+        read_timeout_s: ``openai:`` models only: the longest the server may stay
+            silent (no byte; on a stream, no event: keep-alive comments do not count).
     """
 
     ctx: int = option(16384, "KV cache cells shared by all sequences (default: {default})")
@@ -130,6 +134,8 @@ class EngineConfig:
     max_prompts_in_flight: int | None = option(None, "cap on trees decoded together (default: as many as the cache holds)")
     kv_type: str = option("f16", "type of the KV cache: f16, or q8_0 (about half the memory per cell; needs flash attention) (default: {default})", choices=KV_TYPES)
     flash_attn: str = option("auto", "llama.cpp flash attention: on, off, or auto (llama.cpp decides; on for CPU) (default: {default})", choices=FLASH_ATTN_MODES)
+    timeout_s: float = option(600.0, "openai: models: seconds one request may take in all, a whole stream included; it is then retried (default: {default})", flag="--timeout")
+    read_timeout_s: float = option(60.0, "openai: models: seconds the server may stay silent (on a stream: send no event) (default: {default})", flag="--read-timeout")
 
     def __post_init__(self) -> None:
         _check(self.ctx >= 16, f"ctx must be at least 16 cells, got {self.ctx}")
@@ -139,6 +145,8 @@ class EngineConfig:
             f"max prompts in flight must be >= 1, got {self.max_prompts_in_flight}",
         )
         _check(self.kv_type in KV_TYPES, f"unknown kv_type {self.kv_type!r}; choose from {', '.join(KV_TYPES)}")
+        _check(0 < self.timeout_s < float("inf"), f"timeout_s must be a number of seconds > 0, got {self.timeout_s}")
+        _check(0 < self.read_timeout_s < float("inf"), f"read_timeout_s must be a number of seconds > 0, got {self.read_timeout_s}")
         _check(self.flash_attn in FLASH_ATTN_MODES, f"unknown flash_attn {self.flash_attn!r}; choose from {', '.join(FLASH_ATTN_MODES)}")
         _check(
             self.kv_type == "f16" or self.flash_attn != "off",

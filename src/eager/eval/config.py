@@ -32,6 +32,7 @@ from eager.eval.datasets import DEFAULT_TEMPLATE, Problem
 from eager.eval.grading import DEFAULT_EXTRACT, EXTRACT_MODES, LEGACY_EXTRACT, check_extract_mode
 from eager.eval.methods import EVAL_METHODS, INIT_METHOD, REALLOCATION_METHODS, TREE_METHODS
 from eager.models import DEFAULT_MODEL, model_identity
+from eager.remote import redact
 
 
 def _as_tuple(value: Any, what: str) -> tuple:
@@ -199,6 +200,7 @@ def stored_config(config: EvalConfig, problems: Sequence[Problem], verifier_labe
             stored.update({g.name: getattr(value, g.name) for g in fields(value) if g.name != "max_sequences"})
         else:
             stored[f.name] = value
+    stored["model"] = redact(config.model)  # an openai: URL's credentials are used, never stored
     stored["kv_type"] = config.engine.kv_type  # the cache's number format changes outputs; its size does not
     stored["flash_attn"] = config.engine.flash_attn
     stored["M"] = list(config.M)

@@ -114,7 +114,7 @@ def open_executor(spec: ModelSpec) -> Executor:
 
     if remote := parse_remote_model(spec.model):
         url, served_model = remote
-        return RemoteExecutor(connect(url, served_model, chat_template=spec.chat_template))
+        return RemoteExecutor(connect(url, served_model, chat_template=spec.chat_template, timeout_s=spec.engine.timeout_s, read_timeout_s=spec.engine.read_timeout_s))
     backend = load_backend(spec.model, engine=spec.engine, max_sequences=spec.max_sequences)
     return LocalExecutor(backend, max_prompts_in_flight=spec.engine.max_prompts_in_flight, owns_backend=True)
 

@@ -6,6 +6,8 @@ the same rules (:mod:`eager.core.brancher`), read in the order data flows:
 
 * :mod:`~eager.remote.http`: one kept asyncio HTTP client, server-sent
   events, retries with back-off, time-outs, typed one-line errors;
+* :mod:`~eager.remote.credentials`: ``user:password@`` or a key in the URL
+  used to authenticate and shown as ``***``;
 * :mod:`~eager.remote.logprobs`: a streamed token, its top-K log-probabilities
   and their entropy, in either wire format;
 * :mod:`~eager.remote.dialects`: what each server family does beyond
@@ -21,6 +23,7 @@ the same rules (:mod:`eager.core.brancher`), read in the order data flows:
 docs/remote.md says what each server supports and costs.
 """
 
+from eager.remote.credentials import redact
 from eager.remote.driver import LOOKAHEAD, RemoteDriver, RemoteGenerationError, RemoteStats
 from eager.remote.generate import generate_remote, run_remote
 from eager.remote.http import BadAnswer, HttpConfig, RemoteError, ServerError, ServerUnavailable
@@ -49,6 +52,7 @@ __all__ = [
     "load_chat_template",
     "parse_choice",
     "parse_remote_model",
+    "redact",
     "run_remote",
     "token_entropy",
 ]

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 from eager.core.config import SamplingConfig
 from eager.errors import EagerError
-from eager.remote.http import Http
+from eager.remote.http import BadAnswer, Http
 
 
 class Dialect:
@@ -69,6 +69,27 @@ class Dialect:
     async def _post(self, http: Http, path: str, body: dict) -> Any:
         return await http.json("POST", self.root + path, body)
 
+    async def _ids(self, http: Http, path: str, body: dict, key: str = "tokens") -> list[int]:
+        """A list of token ids under ``key`` in the answer of ``path``."""
+        ids = field_of(await self._post(http, path, body), key, self.root + path)
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise BadAnswer(f"the server at {self.root + path} sent {key} that are not a list of token ids: {str(ids)[:80]}")
+        return ids
+
+    async def _text(self, http: Http, path: str, body: dict, key: str) -> str:
+        """The string under ``key`` in the answer of ``path``."""
+        text = field_of(await self._post(http, path, body), key, self.root + path)
+        if not isinstance(text, str):
+            raise BadAnswer(f"the server at {self.root + path} sent a {key} that is not a string: {str(text)[:80]}")
+        return text
+
+
+def field_of(answer: Any, key: str, url: str) -> Any:
+    """``answer[key]`` of a JSON object, or a :class:`BadAnswer` naming the server."""
+    if not isinstance(answer, dict) or key not in answer:
+        raise BadAnswer(f"the server at {url} sent an answer without {key!r}: {str(answer)[:80]}")
+    return answer[key]
+
 
 class VllmDialect(Dialect):
     name = "vLLM server"
@@ -77,14 +98,14 @@ class VllmDialect(Dialect):
 
     async def tokenize(self, http: Http, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
         body = {"model": self.model, "prompt": text, "add_special_tokens": add_special}
-        return (await self._post(http, "/tokenize", body))["tokens"]
+        return await self._ids(http, "/tokenize", body)
 
     async def chat_ids(self, http: Http, user_text: str) -> list[int] | None:
         body = {"model": self.model, "messages": [{"role": "user", "content": user_text}], "add_generation_prompt": True}
-        return (await self._post(http, "/tokenize", body))["tokens"]
+        return await self._ids(http, "/tokenize", body)
 
     async def detokenize(self, http: Http, ids: Sequence[int]) -> str:
-        return (await self._post(http, "/detokenize", {"model": self.model, "tokens": list(ids)}))["prompt"]
+        return await self._text(http, "/detokenize", {"model": self.model, "tokens": list(ids)}, "prompt")
 
     def request_fields(self, cfg: SamplingConfig) -> dict:
         # explicit values: vLLM otherwise applies the model's generation_config defaults
@@ -97,7 +118,7 @@ class SglangDialect(Dialect):
 
     async def tokenize(self, http: Http, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
         body = {"model": self.model, "prompt": text, "add_special_tokens": add_special}
-        return (await self._post(http, "/tokenize", body))["tokens"]
+        return await self._ids(http, "/tokenize", body)
 
     def request_fields(self, cfg: SamplingConfig) -> dict:
         return {"top_k": cfg.top_k or -1, "min_p": 0.0, "repetition_penalty": 1.0}
@@ -110,13 +131,13 @@ class LlamaServerDialect(Dialect):
 
     async def tokenize(self, http: Http, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
         body = {"content": text, "add_special": add_special, "parse_special": parse_special}
-        return (await self._post(http, "/tokenize", body))["tokens"]
+        return await self._ids(http, "/tokenize", body)
 
     async def chat_text(self, http: Http, user_text: str) -> str | None:
-        return (await self._post(http, "/apply-template", {"messages": [{"role": "user", "content": user_text}]}))["prompt"]
+        return await self._text(http, "/apply-template", {"messages": [{"role": "user", "content": user_text}]}, "prompt")
 
     async def detokenize(self, http: Http, ids: Sequence[int]) -> str:
-        return (await self._post(http, "/detokenize", {"tokens": list(ids)}))["content"]
+        return await self._text(http, "/detokenize", {"tokens": list(ids)}, "content")
 
     def request_fields(self, cfg: SamplingConfig) -> dict:
         # llama-server samples with top_k=40 and min_p=0.05 unless told otherwise
@@ -124,10 +145,11 @@ class LlamaServerDialect(Dialect):
 
     async def max_parallel(self, http: Http) -> int | None:
         try:
-            slots = (await http.json("GET", self.root + "/props")).get("total_slots")
+            answer = await http.json("GET", self.root + "/props")
         except EagerError:
             return None
-        return int(slots) if slots else None
+        slots = answer.get("total_slots") if isinstance(answer, dict) else None
+        return slots if isinstance(slots, int) and not isinstance(slots, bool) and slots > 0 else None
 
 
 class LlamaCppPythonDialect(Dialect):
@@ -137,10 +159,10 @@ class LlamaCppPythonDialect(Dialect):
 
     async def tokenize(self, http: Http, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
         # always parses special tokens and adds BOS when the model wants one
-        return (await self._post(http, "/extras/tokenize", {"input": text, "model": self.model}))["tokens"]
+        return await self._ids(http, "/extras/tokenize", {"input": text, "model": self.model})
 
     async def detokenize(self, http: Http, ids: Sequence[int]) -> str:
-        return (await self._post(http, "/extras/detokenize", {"tokens": list(ids), "model": self.model}))["text"]
+        return await self._text(http, "/extras/detokenize", {"tokens": list(ids), "model": self.model}, "text")
 
     def request_fields(self, cfg: SamplingConfig) -> dict:
         # its defaults are top_k=40, min_p=0.05, repeat_penalty=1.1

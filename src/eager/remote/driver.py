@@ -39,7 +39,7 @@ from eager.core.results import GenerationResult, StepStats, result_of
 from eager.core.tree import Branch, Status, Tree, TreeRequest
 from eager.errors import EagerError
 from eager.remote.http import Http, Transient
-from eager.remote.logprobs import StreamedToken, no_logprobs_error, parse_choice, token_entropies, token_entropy
+from eager.remote.logprobs import StreamedToken, finish_reason, first_choice, no_logprobs_error, parse_choice, token_entropies, token_entropy
 from eager.remote.server import Server
 from eager.remote.steps import Effects, Finish, Received, Row
 
@@ -224,12 +224,12 @@ class RemoteDriver:
             async with self.http.stream(server.completions_url, self._body(tree, branch)) as events:
                 self.stats.requests += 1
                 async for event in events:
-                    choice = (event.get("choices") or [{}])[0]
+                    choice = first_choice(event, server.url)
                     for token in parse_choice(choice, server.top_k, server.url):
                         if held is not None and not self._push(tree, branch, held, me):
                             return
                         held = await self._received(tree, token)
-                    if reason := choice.get("finish_reason"):
+                    if reason := finish_reason(choice, server.url):
                         self._count_cached(event)
                         await self._finish(tree, branch, held, reason, me)
                         return
@@ -283,8 +283,11 @@ class RemoteDriver:
             self._push(tree, branch, Finish("stop" if reason == "stop" else "length"), me)
 
     def _count_cached(self, event: dict) -> None:
-        details = (event.get("usage") or {}).get("prompt_tokens_details") or {}
-        self.stats.cached_prompt_tokens += int(details.get("cached_tokens") or 0)
+        usage = event.get("usage")
+        details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        if isinstance(cached, int) and cached > 0:  # a count the server may send; anything else is ignored
+            self.stats.cached_prompt_tokens += cached
 
     def _push(self, tree: Tree, branch: Branch, item: Received | Finish, me: asyncio.Task | None) -> bool:
         """Queue an item and decide whatever steps it completes; whether this stream should go on."""

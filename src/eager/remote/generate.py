@@ -12,7 +12,7 @@ from eager.core.results import GenerationResult, StepStats
 from eager.core.tree import TreeRequest
 from eager.errors import EagerError
 from eager.remote.driver import RemoteDriver, RemoteStats
-from eager.remote.http import Http, HttpConfig, gather_limited, run_sync
+from eager.remote.http import DEFAULT_READ_TIMEOUT_S, DEFAULT_TIMEOUT_S, Http, HttpConfig, gather_limited, run_sync
 from eager.remote.server import Server, template_of
 from eager.remote.templates import ChatTemplate
 
@@ -25,7 +25,8 @@ def generate_remote(
     url: str,
     served_model: str | None = None,
     max_concurrency: int = 16,
-    timeout_s: float = 60.0,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
     retries: int = 3,
     backoff_s: float = 0.5,
     on_step: Callable[[StepStats], None] | None = None,
@@ -45,7 +46,7 @@ def generate_remote(
     check_requests(requests, max_concurrency)
     template = template_of(chat_template)
     if server is None:
-        server = Server(url, served_model, HttpConfig(timeout_s=timeout_s, retries=retries, backoff_s=backoff_s), template)
+        server = Server(url, served_model, HttpConfig(timeout_s=timeout_s, read_timeout_s=read_timeout_s, retries=retries, backoff_s=backoff_s), template)
     results, _ = run_sync(lambda: run_remote(server, requests, max_concurrency=max_concurrency, on_step=on_step, chat_template=template))
     return results
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -64,27 +65,40 @@ class Transient(Exception):
     """A failure worth retrying: no connection, a time-out, a 5xx or 429, a cut stream."""
 
 
+DEFAULT_TIMEOUT_S = 600.0  # a request's whole life, streams included
+DEFAULT_READ_TIMEOUT_S = 60.0  # silence allowed: no byte, or (streams) no event
+
+
 @dataclass(frozen=True)
 class HttpConfig:
     """How to talk to a server.
 
     Attributes:
-        timeout_s: bounds connecting, each write and each read, so a request
-            whose answer does not start in time, and a stream that stays
-            silent that long, both fail (and are retried).
+        timeout_s: bounds each request's whole life, from connecting to the
+            last byte of its answer (a stream's last event): a server that
+            trickles bytes or sends keep-alive comments forever is cut off
+            then (and the request retried).
+        read_timeout_s: bounds connecting, each write and each read; on a
+            stream, the wait for the next event (keep-alive comments and empty
+            events do not count), so a silent stream fails that much sooner.
         retries: tries after the first for a transient failure.
         backoff_s: the first pause between tries; it doubles on each.
         api_key: sent as ``Authorization: Bearer``; by default ``$OPENAI_API_KEY``.
+        basic_auth: (user, password) for HTTP Basic auth (from ``user:password@`` in the URL).
     """
 
-    timeout_s: float = 60.0
+    timeout_s: float = DEFAULT_TIMEOUT_S
     retries: int = 3
     backoff_s: float = 0.5
     api_key: str | None = field(default_factory=lambda: os.environ.get("OPENAI_API_KEY"), repr=False)
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    basic_auth: tuple[str, str] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if self.timeout_s <= 0:
-            raise EagerError(f"timeout_s must be > 0, got {self.timeout_s}")
+        for name in ("timeout_s", "read_timeout_s"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise EagerError(f"{name} must be a number of seconds > 0, got {value}")
         if self.retries < 0:
             raise EagerError(f"retries must be >= 0, got {self.retries}")
         if self.backoff_s < 0:
@@ -114,7 +128,8 @@ class Http:
             httpx.AsyncClient(
                 headers=headers,
                 verify=tls,
-                timeout=httpx.Timeout(self.config.timeout_s),
+                timeout=httpx.Timeout(min(self.config.read_timeout_s, self.config.timeout_s)),
+                auth=httpx.BasicAuth(*self.config.basic_auth) if self.config.basic_auth else None,
                 # the driver caps its streams itself; a pool only keeps connections for reuse
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
                 trust_env=False,  # no proxy variables: a server is addressed as given
@@ -135,18 +150,21 @@ class Http:
         return self._clients[self.requests % len(self._clients)]
 
     async def once(self, method: str, url: str, body: dict | None = None) -> Any:
-        """One request, no retry: the JSON answer."""
+        """One request, no retry, within ``timeout_s`` from start to its last byte: the JSON answer."""
         client = self.client
         self.requests += 1
         try:
-            response = await client.request(method, url, json=body)
-        except httpx.TransportError as exc:  # connection errors and time-outs
-            raise Transient(f"cannot reach {url}: {exc!r}") from exc
+            async with asyncio.timeout(self.config.timeout_s):
+                response = await client.request(method, url, json=body)
+        except TimeoutError:
+            raise Transient(f"{url} did not answer within the time-out of {self.config.timeout_s:g} s") from None
+        except httpx.TransportError as exc:  # connection errors and per-read time-outs
+            raise Transient(f"cannot reach {url}: {_one_line(exc)}") from exc
         raise_for_status(url, response.status_code, response.content)
         try:
             return response.json()
         except ValueError:
-            raise BadAnswer(f"{url} did not answer JSON: {response.content[:200]!r}") from None
+            raise BadAnswer(f"the server at {url} sent something that is not JSON: {response.content[:200]!r}") from None
 
     async def json(self, method: str, url: str, body: dict | None = None) -> Any:
         """One request, retried on transient failures: the JSON answer."""
@@ -158,24 +176,34 @@ class Http:
 
         Iteration ends at ``data: [DONE]`` or when the server closes the
         stream; leaving the block closes the connection, which makes the
-        server stop generating.
+        server stop generating. The whole block, the caller's work included,
+        lives at most ``timeout_s``, and waits at most ``read_timeout_s`` for
+        each event (keep-alive comments and empty events do not count): one
+        timer per stream, moved on at each event (a :class:`Transient` when it fires).
         """
-        client = self.client
+        client, config = self.client, self.config
         self.requests += 1
+        deadline = asyncio.get_running_loop().time() + config.timeout_s
         try:
-            response = await client.send(client.build_request("POST", url, json=body), stream=True)
-        except httpx.TransportError as exc:
-            raise Transient(f"cannot reach {url}: {exc!r}") from exc
-        try:
-            if response.status_code >= 400:
+            async with asyncio.timeout_at(min(deadline, _now() + config.read_timeout_s)) as limit:
                 try:
-                    raw = await response.aread()
+                    response = await client.send(client.build_request("POST", url, json=body), stream=True)
                 except httpx.TransportError as exc:
-                    raise Transient(f"reading the answer of {url} failed: {exc!r}") from exc
-                raise_for_status(url, response.status_code, raw)
-            yield _events(response, url)
-        finally:
-            await response.aclose()
+                    raise Transient(f"cannot reach {url}: {_one_line(exc)}") from exc
+                try:
+                    if response.status_code >= 400:
+                        try:
+                            raw = await response.aread()
+                        except httpx.TransportError as exc:
+                            raise Transient(f"reading the answer of {url} failed: {_one_line(exc)}") from exc
+                        raise_for_status(url, response.status_code, raw)
+                    yield _events(response, url, lambda: limit.reschedule(min(deadline, _now() + config.read_timeout_s)))
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            if _now() >= deadline:
+                raise Transient(f"a stream from {url} outlived the time-out of {config.timeout_s:g} s") from None
+            raise Transient(f"the server at {url} sent no event for {config.read_timeout_s:g} s") from None
 
     async def retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         attempt = 0
@@ -199,18 +227,29 @@ class Http:
         await asyncio.sleep(delay)
 
 
-async def _events(response: httpx.Response, url: str) -> AsyncIterator[dict]:
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def _one_line(exc: BaseException) -> str:
+    """An httpx error as one line: its message, else its type's name."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+async def _events(response: httpx.Response, url: str, progress: Callable[[], None]) -> AsyncIterator[dict]:
     try:
         async for sse in EventSource(response).aiter_sse():
             data = sse.data.strip()
             if data == "[DONE]":
                 return
             if data:
+                progress()
                 yield event_of(data, url)
     except httpx.TransportError as exc:
-        raise Transient(f"stream from {url} broke: {exc!r}") from exc
+        raise Transient(f"stream from {url} broke: {_one_line(exc)}") from exc
     except SSEError as exc:
-        raise BadAnswer(f"{url} did not answer with an event stream: {exc}") from None
+        raise BadAnswer(f"the server at {url} did not answer with an event stream: {exc}") from None
 
 
 def event_of(payload: str, url: str) -> dict:
@@ -219,13 +258,15 @@ def event_of(payload: str, url: str) -> dict:
         event = json.loads(payload)
     except ValueError as exc:
         raise Transient(f"unreadable event from {url}: {payload[:200]!r}") from exc
-    if isinstance(event, dict) and "error" in event:
+    if not isinstance(event, dict):
+        raise BadAnswer(f"the server at {url} sent an event that is not a JSON object: {payload[:200]!r}")
+    if "error" in event:
         err = event["error"]
         message = err.get("message", err) if isinstance(err, dict) else err
         code = err.get("code", 500) if isinstance(err, dict) else 500
         if isinstance(code, int) and 400 <= code < 500 and code != 429:
             raise ServerError(url, code, str(message))
-        raise Transient(f"{url} reported an error mid-stream: {message}")
+        raise Transient(f"{url} reported an error mid-stream: {str(message)[:500]}")
     return event
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,8 +19,9 @@ from urllib.parse import urlsplit
 from eager.core.tree import TreeRequest
 from eager.errors import EagerError
 from eager.remote.dialects import DIALECTS_BY_OWNER, PROBES, Dialect
-from eager.remote.http import Http, HttpConfig, ServerError, Transient, run_sync
-from eager.remote.logprobs import no_logprobs_error, parse_choice
+from eager.remote.credentials import Credentials, redact, split_credentials
+from eager.remote.http import DEFAULT_READ_TIMEOUT_S, DEFAULT_TIMEOUT_S, BadAnswer, Http, HttpConfig, ServerError, Transient, run_sync
+from eager.remote.logprobs import first_choice, no_logprobs_error, parse_choice
 from eager.remote.templates import ChatTemplate, NoChatTemplate, load_chat_template
 from eager.remote.vocab import Vocab
 
@@ -40,11 +42,11 @@ def parse_remote_model(spec: str) -> tuple[str, str | None] | None:
     url, _, name = spec[len(SPEC_PREFIX) :].partition("#")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise EagerError(f"bad remote model {spec!r}: expected openai:http://HOST:PORT/v1 (optionally #SERVED_MODEL)")
+        raise EagerError(f"bad remote model {redact(spec)!r}: expected openai:http://HOST:PORT/v1 (optionally #SERVED_MODEL)")
     try:
         parts.port
     except ValueError:
-        raise EagerError(f"bad port in remote model {spec!r}") from None
+        raise EagerError(f"bad port in remote model {redact(spec)!r}") from None
     return url.rstrip("/"), (name or None)
 
 
@@ -63,9 +65,10 @@ class Server:
     """
 
     def __init__(self, url: str, served_model: str | None, http_config: HttpConfig, chat_template: ChatTemplate | None = None) -> None:
-        self.url = url.rstrip("/")
+        url, credentials = split_credentials(url.rstrip("/"))
+        self.url = url  # without credentials: it names the server in every message
         self.root = self.url[: -len("/v1")] if self.url.endswith("/v1") else self.url
-        self.http_config = http_config
+        self.http_config = with_credentials(http_config, credentials)
         self.model = served_model
         self.chat_template = chat_template
         self.dialect = Dialect(self.root, served_model)
@@ -125,8 +128,11 @@ class Server:
 
     async def _served_models(self, http: Http) -> list[dict]:
         answer = await http.json("GET", self.url + "/models")
-        data = [m for m in (answer.get("data") or []) if isinstance(m, dict)]
-        served = [m.get("id") for m in data]
+        listed = answer.get("data") if isinstance(answer, dict) else None
+        if not isinstance(listed, list):
+            raise BadAnswer(f"the server at {self.url}/models sent no list of models under 'data': {str(answer)[:80]}")
+        data = [m for m in listed if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        served = [m["id"] for m in data]
         if self.model is None:
             if len(served) != 1:
                 raise EagerError(f"{self.url} serves {served or 'no models'}; name one with openai:{self.url}#NAME")
@@ -152,7 +158,9 @@ class Server:
             return self._granted(answer, asked, k)
 
     def _granted(self, answer: Any, asked: int, k: int) -> int:
-        choice = (answer.get("choices") or [{}])[0]
+        if not isinstance(answer, dict):
+            raise BadAnswer(f"the server at {self.completions_url} sent a completion that is not a JSON object: {str(answer)[:80]}")
+        choice = first_choice(answer, self.completions_url)
         tokens = parse_choice(choice, asked, self.url) if choice.get("logprobs") else []
         if not tokens or not tokens[0].candidates:
             raise no_logprobs_error(self.url)
@@ -197,6 +205,15 @@ class Server:
         return True
 
 
+def with_credentials(config: HttpConfig, credentials: Credentials | None) -> HttpConfig:
+    """``config`` authenticating with what a URL held: Basic auth, or its key in place of ``$OPENAI_API_KEY``."""
+    if credentials is None:
+        return config
+    if credentials.api_key:
+        return replace(config, api_key=credentials.api_key)
+    return replace(config, basic_auth=(credentials.user or "", credentials.password or ""))
+
+
 def template_of(chat_template: str | Path | ChatTemplate | None) -> ChatTemplate | None:
     """The option ``chat_template`` (a path, a loaded template or None) as a template."""
     if chat_template is None or isinstance(chat_template, ChatTemplate):
@@ -209,7 +226,8 @@ def connect(
     served_model: str | None = None,
     *,
     entropy_top_k: int = 20,
-    timeout_s: float = 60.0,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
     retries: int = 3,
     backoff_s: float = 0.5,
     chat_template: str | Path | ChatTemplate | None = None,
@@ -219,7 +237,7 @@ def connect(
     ``chat_template`` (a .gguf file or a Jinja file) is rendered here for
     chat prompts instead of asking the server, which some cannot do.
     """
-    server = Server(url, served_model, HttpConfig(timeout_s=timeout_s, retries=retries, backoff_s=backoff_s), template_of(chat_template))
+    server = Server(url, served_model, HttpConfig(timeout_s=timeout_s, read_timeout_s=read_timeout_s, retries=retries, backoff_s=backoff_s), template_of(chat_template))
 
     async def probe() -> None:
         async with Http(server.http_config) as http:
