@@ -244,3 +244,13 @@ def test_ctrl_c_ends_a_remote_generate_promptly(tmp_path):
     finally:
         server.kill()
         server.wait(5)
+
+
+def test_help_names_the_key_variable_and_the_time_outs(capsys):
+    from eager.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "$OPENAI_API_KEY" in out and "USER:PASSWORD@HOST (Basic auth)" in out
+    assert "--timeout TIMEOUT_S" in out and "(default: 600.0)" in out and "--read-timeout" in out

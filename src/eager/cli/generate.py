@@ -37,7 +37,7 @@ examples:
 
 def add_model_options(p) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=DEFAULT_MODEL, help=f"packaged model name, path to a .gguf file, or openai:http://HOST:PORT/v1[#NAME] (default: {DEFAULT_MODEL}; see `eager models`)")
+    g.add_argument("--model", default=DEFAULT_MODEL, help=f"packaged model name, path to a .gguf file, or openai:http://HOST:PORT/v1[#NAME] (default: {DEFAULT_MODEL}; see `eager models`); a server's key comes from $OPENAI_API_KEY, or from the URL as http://KEY@HOST or http://USER:PASSWORD@HOST (Basic auth), and is never printed")
     g.add_argument("--raw-prompt", action="store_true", help="send the prompt as raw text, without the model's chat template")
     g.add_argument("--chat-template", default=None, metavar="FILE", help="openai: models whose server cannot apply the chat template: a .gguf or Jinja file to apply it here")
     add_config_options(g, EngineConfig)
