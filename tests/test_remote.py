@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eager.backends.base import StepItem
 from eager.core.config import BranchingConfig, SamplingConfig
 from eager.core.entropy import entropy_from_logprobs, topk_entropy
 from eager.core.tree import tree_requests
@@ -44,6 +43,7 @@ from eager.remote import (
     parse_choice,
     parse_remote_model,
 )
+from local_entropy import local_topk_entropies
 from scripted_server import PROMPT_IDS, PositionScript, ScriptedServer, serving
 
 
@@ -432,13 +432,7 @@ def test_real_server_entropy_is_the_local_engines_top20_entropy(llama_server, sm
     (result,) = run_real(llama_server, M=1, max_tokens=16)  # one sequence, one request: no re-tokenising
     (seq,) = result.sequences
     prompt = smollm.tokenizer.encode(SMOL_PROMPT, add_special=True, parse_special=True)  # as the server reads text
-    handle = smollm.new_sequence()
-    try:
-        local = [topk_entropy(smollm.step([StepItem(handle, prompt)]), 20)[0]]
-        for token in seq.token_ids[:-1]:
-            local.append(topk_entropy(smollm.step([StepItem(handle, (token,))]), 20)[0])
-    finally:
-        smollm.release(handle)
+    local = local_topk_entropies(smollm, prompt, seq.token_ids)
     np.testing.assert_allclose(seq.entropies, local, atol=1e-3)
 
 

@@ -18,14 +18,13 @@ import urllib.request
 import numpy as np
 import pytest
 
-from eager.backends.base import StepItem
 from eager.core.config import BranchingConfig, SamplingConfig
-from eager.core.entropy import topk_entropy
 from eager.core.tree import tree_requests
 from eager.models import resolve_model
 from eager.remote import connect, generate_remote, load_chat_template, run_remote
 from eager.remote.http import run_sync
 from llama_server import llama_server_path, running_llama_server
+from local_entropy import local_topk_entropies
 
 SLOTS = 4
 QUESTION = "What is 7 * 8? Answer briefly."
@@ -83,13 +82,7 @@ def test_llama_server_entropies_are_the_local_engines_top20_entropies(llama_serv
     (result,) = generate_remote(requests(M=1, max_tokens=16, chat=False, prompts=("The capital of France is",)), url=llama_server)
     (seq,) = result.sequences
     prompt = smollm.tokenizer.encode("The capital of France is", add_special=True, parse_special=False)
-    handle = smollm.new_sequence()
-    try:
-        local = [topk_entropy(smollm.step([StepItem(handle, prompt)]), 20)[0]]
-        for token in seq.token_ids[:-1]:
-            local.append(topk_entropy(smollm.step([StepItem(handle, (token,))]), 20)[0])
-    finally:
-        smollm.release(handle)
+    local = local_topk_entropies(smollm, prompt, seq.token_ids)
     np.testing.assert_allclose(seq.entropies, local, atol=1e-3)  # one stream: the same batches as locally
 
 
