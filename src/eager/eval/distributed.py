@@ -28,9 +28,11 @@ Ray is optional: it is imported only when an executor starts (``pip install 'ray
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -256,7 +258,8 @@ class RayExecutor:
 
     def _init(self, ray, **kwargs) -> None:
         try:
-            ray.init(log_to_driver=False, logging_level=logging.WARNING, **kwargs)
+            with _signals_kept():
+                ray.init(log_to_driver=False, logging_level=logging.WARNING, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as error:
             if kwargs["address"] == LOCAL:
                 raise EagerError(f"cannot start a local Ray cluster: {_first_line(error)}") from None
@@ -425,6 +428,27 @@ def _combined(shards: list[_Shard], streams: dict, spent: int, done: int, elapse
         generated_tokens=spent + sum(shard.stats.generated_tokens for shard in shards if shard.stats is not None),
         elapsed_s=elapsed,
     )
+
+
+@contextlib.contextmanager
+def _signals_kept() -> Iterator[None]:
+    """Keep this process's SIGTERM and SIGINT handlers across ``ray.init``.
+
+    ``ray.init`` replaces the SIGTERM handler with ``sys.exit(15)`` (and its core
+    worker adds one that dumps a stack): SIGTERM would end the run with exit 15,
+    a dump and no word. Restored, SIGTERM ends it as Ctrl-C does (the CLI's
+    handler), and the ``finally`` blocks stop the workers and the cluster.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals can be set only from the main thread; ray.init leaves them alone there too
+        return
+    kept = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in kept.items():
+            if handler is not None:  # None: set outside Python, cannot be restored
+                signal.signal(signum, handler)
 
 
 def _host_port(address: str) -> tuple[str, int]:
