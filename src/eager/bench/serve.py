@@ -5,6 +5,12 @@ thread); 1, 4 and 16 clients at once each send requests of n = M choices and
 read them as streams, as applications do. Per method and client count: tokens
 computed per second (and sequence tokens per second, what the choices hold),
 time to first token, and request latency p50/p95.
+
+Requests go to ``/v1/chat/completions``: the packaged models are instruct
+models, which given a bare question as a text completion often end at once
+(SmolLM2 samples its end token first more than half the time), so a
+completion benchmark would time empty trees. Time to first token is the first
+chunk carrying a token of any choice: text, or a sequence's end.
 """
 
 from __future__ import annotations
@@ -76,18 +82,18 @@ class _Served:
 async def _one_request(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, float]:
     """Stream one request; its time to first text, latency, tokens computed and sequence tokens."""
     started, first, final = time.perf_counter(), None, {}
-    async with client.stream("POST", "/v1/completions", json=body) as r:
+    async with client.stream("POST", "/v1/chat/completions", json=body) as r:
         r.raise_for_status()
         async for line in r.aiter_lines():
             if not line.startswith("data: {"):
                 continue
             chunk = json.loads(line[6:])
-            if first is None and any(c.get("text") for c in chunk["choices"]):
+            if first is None and any(c["delta"].get("content") or c["finish_reason"] for c in chunk["choices"]):
                 first = time.perf_counter() - started
             if chunk.get("usage"):
                 final = chunk
     latency = time.perf_counter() - started
-    return {"ttft_s": first if first is not None else latency, "latency_s": latency, "computed": final["usage"]["completion_tokens"], "sequence_tokens": final["eager"]["sequence_tokens"], "choices": final["eager"]["sequences"]}
+    return {"ttft_s": latency if first is None else first, "latency_s": latency, "computed": final["usage"]["completion_tokens"], "sequence_tokens": final["eager"]["sequence_tokens"], "choices": final["eager"]["sequences"]}
 
 
 async def _run_clients(url: str, model: str, method: str, clients: int, load: Load, seed: int) -> dict[str, Any]:
@@ -95,7 +101,7 @@ async def _run_clients(url: str, model: str, method: str, clients: int, load: Lo
         out = []
         for r in range(load.requests_per_client):
             prompt = load.prompts[(c + r) % len(load.prompts)]
-            body = {"model": model, "prompt": prompt, "n": load.n, "max_tokens": load.max_tokens, "seed": seed + c * 1000 + r, "temperature": 0.6, "stream": True, "eager": {"method": method}}
+            body = {"model": model, "messages": [{"role": "user", "content": prompt}], "n": load.n, "max_tokens": load.max_tokens, "seed": seed + c * 1000 + r, "temperature": 0.6, "stream": True, "eager": {"method": method}}
             out.append(await _one_request(client, body))
         return out
 
