@@ -13,6 +13,7 @@ from eager.bench import HEADLINE_KEYS, BenchConfig, StepClock, greedy_agreement,
 from eager.bench.kv import cells_in_budget
 from eager.core.results import StepStats
 from eager.cli.bench import add_parser
+from eager import models
 from eager.errors import EagerError
 
 OCCUPANCY_KEYS = {"prompts_in_flight_max", "prompts_in_flight_mean", "preemptions"}
@@ -42,7 +43,7 @@ def test_quick_bench_writes_every_key_as_a_finite_number(tmp_path, capsys):
         assert is_finite_number(data.get(key)), key
     assert {"engine_vs_raw", "entropy_overhead", "token_ratio", "wall_ratio", "fork_ms", "step_ms", "prefill_ms", "kv_cells", "sum_seq_len"} <= set(HEADLINE_KEYS)
     assert data["vs_transformers"] is None and data["transformers_message"].startswith("skipped")
-    assert [row["prompts"] for row in data["scaling"]] == [1, 2, 4, 8]
+    assert [row["prompts"] for row in data["scaling"]] == [1, 2, 4]
     for row in data["scaling"]:
         assert set(row) >= SCALING_KEYS and all(is_finite_number(row[k]) for k in SCALING_KEYS)
     for section in ("engine_vs_raw_detail", "entropy_detail", "eager_detail", "fork_detail", "kv_fill", "kv_detail", "targets"):
@@ -58,13 +59,23 @@ def test_quick_bench_writes_every_key_as_a_finite_number(tmp_path, capsys):
     # the same memory holds about twice the q8_0 cells; the reference agrees with itself
     assert q8["kv_mib"] <= f16["kv_mib"] and q8["ctx"] >= 1.8 * f16["ctx"]
     assert (f16["greedy_agreement"], f16["entropy_mad"]) == (1.0, 0.0)
-    assert all(is_finite_number(v) for v in data["entropy_detail"].values())
+    assert all(is_finite_number(v) for k, v in data["entropy_detail"].items() if k != "ms_over_repeats")
     # deterministic, not a timing: the forked prefix is stored once, so the fill check fits
     assert data["kv_fill"]["fits_required"] and data["kv_fill"]["cells_when_full"] <= data["kv_fill"]["n_ctx"]
     assert (tmp_path / "bench.md").read_text().startswith("# eager bench")
     assert (tmp_path / "bench.png").stat().st_size > 0
     printed = capsys.readouterr().out
     assert "engine_vs_raw" in printed and "prompts in flight (max / mean)" in printed and "| q8_0 | on |" in printed
+    # theta auto, as generate and eval: SmolLM2's shipped value, and the output says so
+    assert (data["theta_source"], data["eager_detail"]["theta_source"]) == ("shipped", "shipped")
+    assert data["eager_detail"]["theta"] == pytest.approx(models.MODELS["smollm2-135m"].theta)
+    # every timing repeated: min <= median <= max over n repeats, the headline the fastest
+    spreads = [data["engine_vs_raw_detail"]["engine_tokens_per_s_runs"], data["fork_detail"]["ms_over_repeats"]["fork"],
+               *data["entropy_detail"]["ms_over_repeats"].values(), data["eager_detail"]["eager_init"]["wall_s_runs"],
+               *(row["seconds_runs"] for row in data["scaling"] + data["kv"])]
+    assert all(s["n"] >= 2 and s["min"] <= s["median"] <= s["max"] for s in spreads)
+    assert data["eager_detail"]["parallel"]["wall_s"] <= data["eager_detail"]["parallel"]["wall_s_runs"]["min"] + 1e-9
+    assert "| timing | min | median | max | repeats |" in printed and "| EAGER-init on GSM8K, wall s |" in printed
 
 
 def test_prompts_in_flight_at_a_step_count_the_prompts_it_finished():
@@ -99,12 +110,23 @@ def test_q8_0_gets_the_cells_that_fit_in_the_memory_of_the_f16_cells():
         (["--out", "{tmp}/b.json", "-M", "1"], "bench needs M >= 2"),
         (["--out", "{tmp}/b.json", "--threads", "0"], "^threads must be >= 1"),
         (["--out", "{tmp}/b.json", "--model", "gpt-9"], "unknown model 'gpt-9'"),
+        (["--out", "{tmp}/b.json", "--model", "{tmp}/none.gguf"], "none.gguf"),
     ],
 )
 def test_bad_bench_input_is_one_clear_error(argv, message, tmp_path):
     args = bench_args(*(a.format(tmp=tmp_path) for a in argv))
     with pytest.raises(EagerError, match=message):
         args.func(args)
+
+
+def test_bench_theta_is_auto_by_default_and_takes_a_number_or_auto_only(capsys):
+    assert bench_args("--out", "b.json").theta == "auto" and BenchConfig().theta == "auto"
+    assert bench_args("--out", "b.json", "--theta", "1.5").theta == 1.5
+    with pytest.raises(SystemExit):
+        bench_args("--out", "b.json", "--theta", "high")
+    assert "expected a number of nats or auto" in capsys.readouterr().err
+    with pytest.raises(EagerError, match="theta must be a number of nats or 'auto'"):
+        BenchConfig(theta="high")
 
 
 def test_without_transformers_the_peer_is_skipped_with_a_message(monkeypatch, tmp_path):

@@ -159,7 +159,7 @@ def test_eval_without_a_terminal_counts_prompts_with_an_eta(mock_llama, capsys, 
     assert code == 0 and "# EAGER evaluation" in out
     lines = [line for line in err.splitlines() if "trees: " in line]
     assert "trees: 6 prompts to run" in lines[0]
-    assert re.search(r"trees: 0/6 prompts \(0%\), \d+ branches live, .* ETA (at most \d+s|after the first step)", "\n".join(lines))
+    assert re.search(r"trees: 0/6 prompts \(0%\), \d+ branches live, .* ETA (~\d+s|after the first step)", "\n".join(lines))
     assert re.search(r"trees: 6/6 prompts \(100%\).* 6 records written, .* ETA 0s$", lines[-1])
 
 

@@ -9,6 +9,7 @@ import time
 from typing import Any, Sequence
 
 from eager.backends.base import Backend, CacheFull, StepItem
+from eager.bench.clock import spread
 from eager.bench.config import BenchConfig
 
 
@@ -48,7 +49,8 @@ def measure_fork_cost(backend: Backend, prefix_ids: Sequence[int], cfg: BenchCon
         "prefill_ms": 1e3 * prefill_s,
         "kv_cells": n + M * steps,
         "sum_seq_len": M * (n + steps),
-        "fork_detail": {"prefix_tokens": n, "sequences": M, "new_tokens_each": steps, "kv_bytes_per_cell": backend.kv_bytes_per_cell},
+        "fork_detail": {"prefix_tokens": n, "sequences": M, "new_tokens_each": steps, "kv_bytes_per_cell": backend.kv_bytes_per_cell,
+                        "ms_over_repeats": {"fork": spread(fork_times, 1e3), "step": spread(step_times, 1e3)}},
     }
 
 

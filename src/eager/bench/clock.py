@@ -12,15 +12,26 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 
-def fastest_seconds(fn: Callable[[], Any], repeats: int) -> float:
-    """The fastest of ``repeats`` calls of fn, after one warm-up call."""
+def repeated_seconds(fn: Callable[[], Any], repeats: int) -> list[float]:
+    """The time of each of ``repeats`` calls of fn, after one warm-up call."""
     fn()  # warm caches and allocator
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return times
+
+
+def fastest_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    """The fastest of ``repeats`` calls of fn, after one warm-up call."""
+    return min(repeated_seconds(fn, repeats))
+
+
+def spread(values: Sequence[float], scale: float = 1.0) -> dict[str, Any]:
+    """``{"min", "median", "max", "n"}`` of repeated measurements (times ``scale``, e.g. 1e3 for ms)."""
+    data = np.asarray(values, dtype=np.float64) * scale
+    return {"min": float(data.min()), "median": float(np.median(data)), "max": float(data.max()), "n": int(data.size)}
 
 
 class StepClock:

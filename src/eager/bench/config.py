@@ -33,8 +33,9 @@ class BenchSizes:
         kv_problems: GSM8K questions for the KV section (parallel sampling, M each).
         kv_tokens: tokens per sequence there (and of the greedy accuracy runs).
 
-    Every time reported is the fastest of its repeats: on a shared machine
-    the minimum is the estimate least disturbed by other work.
+    Every headline time is the fastest of its repeats (on a shared machine the
+    minimum is the estimate least disturbed by other work); the details give
+    each timing's min / median / max over its repeats.
     """
 
     max_tokens: int
@@ -52,11 +53,11 @@ class BenchSizes:
 
 QUICK = BenchSizes(
     max_tokens=24, repeats=2, decode_steps=6, timing_repeats=20, problems=2, problem_tokens=32,
-    scaling_tokens=8, scaling_prompts=(1, 2, 4, 8), run_repeats=1, kv_problems=2, kv_tokens=16,
+    scaling_tokens=8, scaling_prompts=(1, 2, 4), run_repeats=3, kv_problems=1, kv_tokens=16,
 )
 FULL = BenchSizes(
     max_tokens=48, repeats=3, decode_steps=12, timing_repeats=50, problems=12, problem_tokens=128,
-    scaling_tokens=16, scaling_prompts=(1, 2, 4, 8, 16, 32), run_repeats=1, kv_problems=12, kv_tokens=128,
+    scaling_tokens=16, scaling_prompts=(1, 2, 4, 8, 16, 32), run_repeats=3, kv_problems=12, kv_tokens=128,
 )
 
 
@@ -74,9 +75,9 @@ class BenchConfig:
             section, the f16 memory every setting gets (q8_0 fits more cells in it).
         n_batch: tokens per decode call.
         seed: run seed.
-        theta: EAGER-init's threshold in the EAGER-vs-parallel section; pick one
-            at which the model forks (see BENCHMARKS.md's sweep), or its trees
-            stay single sequences and measure nothing but narrow steps.
+        theta: EAGER-init's threshold in the EAGER-vs-parallel section, in nats, or
+            "auto" (as generate and eval): the model's calibrated or shipped value
+            (``eager.api.resolve_theta``); the output records which it was.
         peer: run the transformers peer when it is installed.
         kv: run the KV section (cache type and flash attention).
         prefix_tokens: the shared prefix for the fork measurements.
@@ -85,13 +86,13 @@ class BenchConfig:
     """
 
     model: str | None = option(None, f"packaged model name or .gguf path (default: {DEFAULT_MODEL}; {TEST_MODEL} with --quick)")
-    quick: bool = option(False, "small sizes: the whole bench in under a minute on SmolLM2")
+    quick: bool = option(False, "small sizes, to check that every section runs (not for numbers): about 4.5 minutes on SmolLM2 with 1 thread on a busy 2-core machine")
     M: int = option(8, "sequences per prompt (default: {default})", flag="-M")
     threads: int | None = option(None, "CPU threads for llama.cpp and torch (default: all cores)")
     ctx: int = option(8192, "KV cells of the main context (default: {default})")
     n_batch: int = 512
     seed: int = option(0, "run seed (default: {default})")
-    theta: float = option(2.2, "EAGER-init's threshold for the EAGER-vs-parallel section (default: {default}; use one at which your model forks)")
+    theta: float | str = option("auto", "EAGER-init's threshold for the EAGER-vs-parallel section, or auto: the model's calibrated or shipped value (default: {default})")
     peer: bool = True
     kv: bool = option(True, "the KV section: f16 vs q8_0 cache, flash attention on vs off (default: on; --no-kv skips it)")
     prefix_tokens: int = 400
@@ -101,6 +102,8 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if self.M < 2:
             raise EagerError(f"bench needs M >= 2 sequences per prompt, got {self.M}")
+        if isinstance(self.theta, str) and self.theta != "auto":
+            raise EagerError(f"theta must be a number of nats or 'auto', got {self.theta!r}")
         if self.threads is not None and self.threads < 1:
             raise EagerError(f"threads must be >= 1, got {self.threads}")
         need = self.prefix_tokens + self.M * self.fill_new_tokens

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from eager.backends.llama import KV_TYPES, LLAMA_MAX_SEQ, LlamaBackend
-from eager.bench.clock import StepClock, steady_seconds
+from eager.bench.clock import StepClock, spread, steady_seconds
 from eager.bench.config import BenchConfig
 from eager.core.results import GenerationResult
 
@@ -110,6 +110,7 @@ def _row(backend: LlamaBackend, results: list[GenerationResult], runs: list[list
         "kv_mib": backend.n_ctx * backend.kv_bytes_per_cell / 2**20,
         "tokens": tokens,
         "seconds": seconds,
+        "seconds_runs": spread([sum(run) for run in runs]),
         "tokens_per_s": tokens / seconds,
         **clock.occupancy(),
     }

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from eager.backends.base import Backend, StepItem
-from eager.bench.clock import clocked_runs, fastest_seconds, steady_seconds
+from eager.bench.clock import clocked_runs, repeated_seconds, spread, steady_seconds
 from eager.bench.config import BenchConfig
 from eager.bench.raw import RawLoop, decode_schedule, sampled_tokens
 from eager.core.config import BranchingConfig, SamplingConfig
@@ -105,6 +105,8 @@ def measure_engine_vs_raw(backend: Backend, raw: RawLoop, prompt_ids: Sequence[i
             "engine_overhead_ms_per_step": 1e3 * (engine_s - raw_s) / steps,
             "engine_runs_s": [sum(r) for r in engine_runs],
             "raw_runs_s": [sum(r) for r in raw_runs],
+            "engine_tokens_per_s_runs": spread([tokens / sum(r) for r in engine_runs]),
+            "raw_tokens_per_s_runs": spread([tokens / sum(r) for r in raw_runs]),
         },
     }
 
@@ -143,9 +145,10 @@ def measure_entropy_overhead(backend: Backend, prompt_ids: Sequence[int], cfg: B
     step_s = min(step_times)
     sampling = SamplingConfig()
     rngs = [branch_rng(cfg.seed, (0,), i) for i in range(len(rows))]
-    topk_s = fastest_seconds(lambda: batch_entropy(rows, "topk", 20), sizes.timing_repeats)
-    full_s = fastest_seconds(lambda: batch_entropy(rows, "full", 20), sizes.timing_repeats)
-    sample_s = fastest_seconds(lambda: [sample(r, sampling, g) for r, g in zip(rows, rngs)], sizes.timing_repeats)
+    topk = repeated_seconds(lambda: batch_entropy(rows, "topk", 20), sizes.timing_repeats)
+    full = repeated_seconds(lambda: batch_entropy(rows, "full", 20), sizes.timing_repeats)
+    sampled = repeated_seconds(lambda: [sample(r, sampling, g) for r, g in zip(rows, rngs)], sizes.timing_repeats)
+    topk_s, full_s, sample_s = min(topk), min(full), min(sampled)
     topk_share = (topk_s + sample_s) / step_s
     return {
         "entropy_overhead": topk_share,
@@ -158,6 +161,10 @@ def measure_entropy_overhead(backend: Backend, prompt_ids: Sequence[int], cfg: B
             "entropy_topk_ms": 1e3 * topk_s,
             "entropy_full_ms": 1e3 * full_s,
             "sampling_ms": 1e3 * sample_s,
+            "ms_over_repeats": {
+                "decode_step": spread(step_times, 1e3), "entropy_topk": spread(topk, 1e3),
+                "entropy_full": spread(full, 1e3), "sampling": spread(sampled, 1e3),
+            },
         },
     }
 
@@ -188,6 +195,7 @@ def measure_eager_vs_parallel(backend: Backend, prompts: Sequence[str], cfg: Ben
             "sequences": sum(len(r.sequences) for r in results),
             "steps": len(steps[0]) - 1,
             "wall_s": steady_seconds(steps),
+            "wall_s_runs": spread([sum(run) for run in steps]),
             **occupancy,
         }
     parallel, eager = runs["parallel"], runs["eager-init"]
@@ -211,7 +219,7 @@ def measure_eager_vs_parallel(backend: Backend, prompts: Sequence[str], cfg: Ben
 
 
 def measure_scaling(backend: Backend, prompts: Sequence[str], cfg: BenchConfig) -> list[dict[str, Any]]:
-    """Tokens/s and KV cells with 1, 2, 4, 8 (16, 32 in the full bench) prompts given at once, M sequences each.
+    """Tokens/s and KV cells with 1, 2, 4 (8, 16, 32 in the full bench) prompts given at once, M sequences each.
 
     Tokens/s is generated tokens over wall-clock (:func:`steady_seconds` of
     ``run_repeats`` runs), prefill included. KV cells are each tree's prompt
@@ -239,6 +247,7 @@ def measure_scaling(backend: Backend, prompts: Sequence[str], cfg: BenchConfig) 
                 "sequences": sum(len(r.sequences) for r in results),
                 "tokens": tokens,
                 "seconds": seconds,
+                "seconds_runs": spread([sum(run) for run in steps]),
                 "tokens_per_s": tokens / seconds,
                 "kv_cells": cells,
                 "kv_mib": cells * backend.kv_bytes_per_cell / 2**20,

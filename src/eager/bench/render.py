@@ -32,7 +32,7 @@ def _headline_rows(out: dict[str, Any]) -> list[str]:
         f"| entropy_overhead | {_fmt(out['entropy_overhead'])} | top-20 entropy + sampling of {ent['batch']} rows / decode step ({_fmt(ent['decode_step_ms'])} ms) (target < 0.05) |",
         f"| entropy_overhead_topk | {_fmt(out['entropy_overhead_topk'])} | entropy {_fmt(ent['entropy_topk_ms'])} ms + sampling {_fmt(ent['sampling_ms'])} ms |",
         f"| entropy_overhead_full | {_fmt(out['entropy_overhead_full'])} | full-vocabulary entropy {_fmt(ent['entropy_full_ms'])} ms + sampling |",
-        f"| token_ratio | {_fmt(out['token_ratio'])} | generated tokens, EAGER-init / parallel, {eag['problems']} GSM8K questions, {eag['max_tokens']} tokens max, theta {eag['theta']} |",
+        f"| token_ratio | {_fmt(out['token_ratio'])} | generated tokens, EAGER-init / parallel, {eag['problems']} GSM8K questions, {eag['max_tokens']} tokens max, theta {eag['theta']}{' (' + eag['theta_source'] + ')' if eag.get('theta_source') else ''} |",
         f"| wall_ratio | {_fmt(out['wall_ratio'])} | wall-clock, EAGER-init / parallel (target <= 1.1 x token_ratio: {_fmt(eag['wall_over_token_ratio'])} x) |",
         f"| fork_ms | {_fmt(out['fork_ms'])} | one llama_memory_seq_cp of a {fork['prefix_tokens']}-token prefix |",
         f"| step_ms | {_fmt(out['step_ms'])} | one decode step of {fork['sequences']} sequences after that prefix |",
@@ -100,6 +100,35 @@ def _kv_rows(rows: list[dict[str, Any]], detail: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _spread_list(out: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None]]:
+    """(what, its min / median / max) for every repeated timing of the run."""
+    e, ent, fork, eag = out["engine_vs_raw_detail"], out["entropy_detail"], out["fork_detail"], out["eager_detail"]
+    ms, fork_ms = ent.get("ms_over_repeats", {}), fork.get("ms_over_repeats", {})
+    items = [
+        ("engine tokens/s, parallel one prompt (runs)", e.get("engine_tokens_per_s_runs")),
+        ("raw loop tokens/s (runs)", e.get("raw_tokens_per_s_runs")),
+        (f"decode step of {ent['batch']} rows, ms", ms.get("decode_step")),
+        ("top-20 entropy, ms", ms.get("entropy_topk")),
+        ("full entropy, ms", ms.get("entropy_full")),
+        ("sampling, ms", ms.get("sampling")),
+        ("fork, ms", fork_ms.get("fork")),
+        (f"decode step of {fork['sequences']} sequences after the prefix, ms", fork_ms.get("step")),
+        ("parallel on GSM8K, wall s", eag["parallel"].get("wall_s_runs")),
+        ("EAGER-init on GSM8K, wall s", eag["eager_init"].get("wall_s_runs")),
+    ]
+    items += [(f"scaling, {r['prompts']} prompts, s", r.get("seconds_runs")) for r in out["scaling"]]
+    items += [(f"KV {r['kv_type']}, flash attention {r['flash_attn']}, s", r.get("seconds_runs")) for r in out.get("kv") or []]
+    return [(name, s) for name, s in items if s]
+
+
+def _spread_rows(out: dict[str, Any]) -> list[str]:
+    rows = _spread_list(out)
+    if not rows:
+        return []
+    lines = ["Every timing over its repeats (headline numbers use the fastest):", "", "| timing | min | median | max | repeats |", "| --- | --- | --- | --- | --- |"]
+    return lines + [f"| {name} | {_fmt(s['min'])} | {_fmt(s['median'])} | {_fmt(s['max'])} | {s['n']} |" for name, s in rows]
+
+
 def to_markdown(out: dict[str, Any], command: str = "") -> str:
     """The run as markdown: settings, the headline table, the fill check, EAGER vs parallel, scaling, KV settings and targets."""
     peer = out.get("transformers_detail")
@@ -116,19 +145,45 @@ def to_markdown(out: dict[str, Any], command: str = "") -> str:
     lines += ["", *_eager_rows(out["eager_detail"]), "", *_scaling_rows(out["scaling"])]
     if out.get("kv"):
         lines += ["", *_kv_rows(out["kv"], out["kv_detail"])]
+    spreads = _spread_rows(out)
+    lines += ["", *spreads] if spreads else []
     lines += ["", "| target | value | goal | met |", "| --- | --- | --- | --- |"]
     lines += [f"| {name} | {_fmt(t['value'])} | {t['target']} | {_fmt(t['met'])} |" for name, t in out["targets"].items()]
     return "\n".join(lines) + "\n"
 
 
+def _plot_eager_vs_parallel(ax, eager: dict[str, Any]) -> None:
+    """EAGER-init against parallel: generated tokens and wall-clock, each relative to parallel's
+    (wall-clock with its min-max over repeats), the absolute numbers on the bars."""
+    import numpy as np
+
+    par, ini = eager["parallel"], eager["eager_init"]
+    xs = np.arange(2)
+    for offset, (name, run, color) in zip((-0.2, 0.2), (("parallel", par, "#888888"), ("EAGER-init", ini, "#1f77b4"))):
+        values = [run["tokens"] / par["tokens"], run["wall_s"] / par["wall_s"]]
+        spread = run.get("wall_s_runs")
+        err = None
+        if spread:
+            low, high = spread["min"] / par["wall_s"], spread["max"] / par["wall_s"]
+            err = [[0, max(0.0, values[1] - low)], [0, max(0.0, high - values[1])]]
+        bars = ax.bar(xs + offset, values, 0.4, yerr=err, capsize=4, color=color, label=name)
+        ax.bar_label(bars, labels=[f"{run['tokens']} tok", f"{run['wall_s']:.2f} s"], fontsize=8)
+    ax.set_xticks(xs, ["generated tokens", "wall-clock"])
+    ax.set_ylabel("relative to parallel")
+    ax.set_ylim(0, max(1.25, ax.get_ylim()[1]))
+    ax.legend(loc="lower right", fontsize=8)
+    theta = f"theta {eager['theta']:g}" + (f" ({eager['theta_source']})" if eager.get("theta_source") else "")
+    ax.set_title(f"EAGER-init vs parallel, {eager['problems']} GSM8K questions, {theta}", fontsize=9)
+
+
 def plot(out: dict[str, Any], path: str | Path) -> None:
-    """Two panels: tokens/s of engine, raw loop and peer; scaling with prompts in flight."""
+    """Three panels: tokens/s of engine, raw loop and peer; EAGER-init vs parallel; scaling with prompts in flight."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(16, 4.2))
     names = ["raw llama.cpp loop", "eager engine"]
     rates = [out["raw_tokens_per_s"], out["engine_tokens_per_s"]]
     if out.get("transformers_detail"):
@@ -151,6 +206,7 @@ def plot(out: dict[str, Any], path: str | Path) -> None:
     twin.set_ylim(bottom=0)
     twin.set_ylabel("KV cache in use (MiB)", color="#2ca02c")
     right.set_title("scaling")
+    _plot_eager_vs_parallel(middle, out["eager_detail"])
     fig.suptitle(f"eager bench: {out['model']}, {out['threads']} thread{'s' if out['threads'] != 1 else ''}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

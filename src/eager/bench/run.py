@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from eager.api import resolve_theta
 from eager.backends.base import Backend
 from eager.bench.cache import measure_cache_fill, measure_fork_cost
 from eager.bench.config import BenchConfig
@@ -134,6 +135,9 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict[str, A
     """
     say = _reporter(progress)
     path = resolve_model(cfg.model_name)
+    theta = resolve_theta(cfg.theta, model=cfg.model_name)
+    say(theta.note)
+    cfg = replace(cfg, theta=theta.value)
     problems = load_problems("gsm8k", limit=max(max(cfg.scaling_prompts), cfg.sizes.problems, cfg.sizes.kv_problems, 20))
     prompts = [format_prompt(p) for p in problems]
     out, prompt_ids = _llama_sections(cfg, path, prompts, [p.question for p in problems], say)
@@ -145,6 +149,7 @@ def run_bench(cfg: BenchConfig, progress: Progress | None = None) -> dict[str, A
         _timed_sections(out, peer, say)
     else:
         out.update({"vs_transformers": None, "transformers_message": PEER_OFF})
+    out["theta_source"] = out["eager_detail"]["theta_source"] = theta.source
     out["targets"] = targets_of(out)
     return out
 

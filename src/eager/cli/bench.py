@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from eager.bench.config import BenchConfig
+from eager.cli.generate import theta_value
 from eager.cli.options import add_config_options, config_from_args
 from eager.errors import EagerError
 
@@ -23,10 +24,17 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--out", required=True, help="write the results to FILE.json and a table to FILE.md")
     p.add_argument("--plot", default=None, help="also save a PNG: tokens/s side by side and scaling")
-    add_config_options(p, BenchConfig)
+    add_config_options(p, BenchConfig, exclude=("theta",))
+    p.add_argument("--theta", type=theta_value, default=BenchConfig.theta, help=_theta_help())
     p.add_argument("--no-transformers", dest="peer", action="store_false", help="skip the transformers peer")
     p.add_argument("--serve", action="store_true", help="instead: eager serve under 1, 4, 16 concurrent clients, n = M, EAGER vs parallel (eager.bench.serve)")
     p.set_defaults(func=cmd_bench)
+
+
+def _theta_help() -> str:
+    from dataclasses import fields
+
+    return next(f for f in fields(BenchConfig) if f.name == "theta").metadata["help"].replace("{default}", str(BenchConfig.theta))
 
 
 def _check_writable(path: Path) -> None:
@@ -61,7 +69,7 @@ def cmd_bench(args) -> int:
 
     out_json, out_md = _outputs(args)
     cfg = config_from_args(BenchConfig, args, peer=args.peer)
-    out = run_bench(cfg, progress=lambda msg: log.info("bench: %s", msg))
+    out = run_bench(cfg, progress=(lambda msg: log.info("bench: %s", msg)) if args.serve else None)  # run_bench logs its own
     markdown = to_markdown(out, _command_line())
     out_json.write_text(json.dumps(out, indent=2) + "\n")
     out_md.write_text(markdown)

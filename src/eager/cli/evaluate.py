@@ -171,7 +171,8 @@ class EvalProgress:
         if self.last is None or p.phase != self.last.phase:
             self.close()
             self.status = Status(self.verbosity)
-            log.info("%s: %d prompts to run (one tree per question, method and M)", p.phase, p.trees_total)
+            what = "one tree per question, method and M" if p.phase == "trees" else "extra trees for the prompts owed sequences"
+            log.info("%s: %d prompts to run (%s)", p.phase, p.trees_total, what)
         self.last = p
         self.status.update(self.text(p))
 
@@ -180,7 +181,7 @@ class EvalProgress:
         if eta is None:
             when = "ETA after the first step"
         else:
-            when = f"ETA {'at most ' if p.trees_done == 0 and eta > 0 else ''}{duration(eta)}"
+            when = f"ETA {'~' if p.trees_done == 0 and eta > 0 else ''}{duration(eta)}"  # ~: from the steps, none finished yet
         share = p.trees_done / p.trees_total if p.trees_total else 1.0
         return (
             f"{p.phase}: {p.trees_done}/{p.trees_total} prompts ({share:.0%}), {p.live_branches} branches live, "

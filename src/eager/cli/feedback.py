@@ -205,9 +205,10 @@ def eta_s(done: int, total: int, elapsed_s: float, *, steps: int = 0, max_steps:
     """Seconds left, or None when nothing is known yet.
 
     Once prompts have finished: the time per finished prompt so far times the prompts left.
-    Before any has (trees grow together and finish together), a bound from the steps:
-    a tree in the cache finishes within ``max_steps`` steps (its longest sequence), so the
-    trees in flight end after ``max_steps - steps`` more, each later wave after ``max_steps``.
+    Before any has (trees grow together and finish together), an estimate from the steps:
+    a tree in the cache finishes within ``max_steps`` steps (its longest sequence), so at the
+    time per step so far the trees in flight end after ``max_steps - steps`` more steps,
+    each later wave after ``max_steps``.
     """
     left = total - done
     if left <= 0:
