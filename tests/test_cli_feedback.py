@@ -19,7 +19,7 @@ from eager.backends.mock import MockBackend
 from eager.cli import main
 from eager.cli.feedback import Status, duration, eta_s
 from eager.cli.generate_output import TAIL_CHARS as TAIL
-from eager.cli.generate_output import render_tree, schema, shown_text, vote_line
+from eager.cli.generate_output import render_tree, schema, settings, shown_text, vote_line
 from eager.core.results import GenerationResult, SequenceResult
 from eager.core.tree import ForkEvent
 from eager.models import MODELS
@@ -78,6 +78,16 @@ def test_parallel_settings_carry_no_theta(mock_llama, capsys):
     payload = json.loads(out)
     assert errors(payload, schema()) == [] and payload["settings"]["theta"] is None
     assert len(payload["results"][0]["sequences"]) == 4
+
+
+def test_settings_of_a_served_model_have_no_sha256_and_no_credentials():
+    from eager.core.config import BranchingConfig, EngineConfig, SamplingConfig
+
+    got = settings(model="openai:http://alice:hunter2@127.0.0.1:9/v1#m", method="parallel", theta=None,
+                   branching=BranchingConfig(), sampling=SamplingConfig(), engine=EngineConfig(), chat=True)
+    assert got["model_sha256"] is None and "hunter2" not in json.dumps(got) and got["model"].endswith("127.0.0.1:9/v1#m")
+    assert errors({"settings": got, "results": [{"index": 0}]}, schema()) != []  # the settings part is valid, the result not
+    assert not [e for e in errors({"settings": got, "results": [{"index": 0}]}, schema()) if e.startswith("$.settings")]
 
 
 def test_the_schema_rejects_the_old_bare_object_and_a_missing_setting():

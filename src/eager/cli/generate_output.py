@@ -39,9 +39,10 @@ def _versions() -> dict[str, str | None]:
 def settings(*, model: str, method: str, theta, branching, sampling, engine, chat: bool) -> dict[str, Any]:
     """What produced the results: enough to reproduce them (``theta`` is a ThetaChoice; None for parallel)."""
     from eager.eval.config import model_sha256
+    from eager.remote import redact
 
     return {
-        "model": model,
+        "model": redact(model),  # an openai: URL's credentials are not printed
         "model_sha256": model_sha256(model),
         "method": method,
         "theta": theta.value if theta is not None else None,
