@@ -200,6 +200,11 @@ def test_each_branch_shows_its_answer_and_a_vote_line_closes_the_tree():
     assert view.splitlines()[-1] == "vote: 391 x2, 400 x1, none x1; majority 391 (2 of 4)"
 
 
+def test_the_vote_groups_answers_math_verify_finds_equal_as_evals_cons_at_k_does():
+    view = render_tree(_result(["\\boxed{0.5}", "\\boxed{\\frac{1}{2}}", "\\boxed{3}"]))
+    assert view.splitlines()[-1] == "vote: 0.5 x2, 3 x1; majority 0.5 (2 of 3)"
+
+
 def test_the_vote_says_so_when_no_sequence_answered_or_the_top_answers_tie():
     assert vote_line([None, None]) == "vote: no answers (2 sequences without one)"
     assert vote_line(["4", "5"]).endswith("majority 4 (1 of 2), tied: the first to appear wins")

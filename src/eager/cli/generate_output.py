@@ -101,11 +101,23 @@ def answers_of(result, mode: str) -> list[str | None]:
     return [extract(seq.text, mode).answer for seq in result.sequences]
 
 
-def vote_line(answers: Sequence[str | None]) -> str:
-    """``vote: 391 x5, 400 x2, none x1; majority 391 (5 of 8)``: answers by equal normalised text."""
+def _equivalence(answers: Sequence[str | None]):
+    """Math-Verify's equivalence, as eval's Cons@k votes, when answers differ in writing (else no need to load it)."""
+    from eager.eval.metrics import normalize_vote
+
+    if len({normalize_vote(a) for a in answers if a is not None}) < 2:
+        return None
+    from eager.eval.grading import AnswerEquivalence
+
+    return AnswerEquivalence()
+
+
+def vote_line(answers: Sequence[str | None], equivalent=None) -> str:
+    """``vote: 391 x5, 400 x2, none x1; majority 391 (5 of 8)``: answers grouped as eval's Cons@k groups
+    them (same normalised text, or equal by ``equivalent``), each group named by its first answer."""
     from eager.eval.metrics import vote_groups
 
-    groups = sorted(vote_groups(answers), key=lambda g: (-len(g), g[0]))
+    groups = sorted(vote_groups(answers, equivalent), key=lambda g: (-len(g), g[0]))
     missing = sum(a is None for a in answers)
     parts = [f"{answers[g[0]]} x{len(g)}" for g in groups] + ([f"none x{missing}"] if missing else [])
     if not groups:
@@ -140,7 +152,7 @@ def render_tree(result, *, full: bool = False, extract: str = "boxed") -> str:
         f"{len(result.sequences)} sequences, {len(result.forks)} forks; generated {result.generated_tokens} tokens "
         f"for {result.sequence_tokens} sequence tokens ({saved:.0%} shared); {result.wall_s:.1f} s, {rate:.1f} tok/s"
     )
-    lines.append(vote_line(answers))
+    lines.append(vote_line(answers, _equivalence(answers)))
     return "\n".join(lines)
 
 
