@@ -245,3 +245,31 @@ def test_smollm2_json_validates_and_names_the_model_file(capsys):
     assert payload["settings"]["model_sha256"] == MODELS["smollm2-135m"].sha256 and payload["settings"]["ctx"] == 1024
     assert all(1 <= len(s["token_ids"]) <= 8 for s in payload["results"][0]["sequences"])
     assert "loading smollm2-135m (" in err and "1 thread, ctx 1024)" in err
+
+
+def test_smollm2_on_a_real_pseudo_terminal_redraws_one_line():
+    import os
+    import pty
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    eager = Path(sys.executable).parent / "eager"
+    master, slave = pty.openpty()
+    argv = [str(eager), "generate", "--model", "smollm2-135m", "--prompt", "Hi", "-M", "2", "--max-tokens", "8", "--threads", "1", "--ctx", "1024"]
+    done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, timeout=300)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal's other end is closed: all read
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    err = seen.decode()
+    assert done.returncode == 0 and "vote:" in done.stdout.decode()
+    assert err.startswith("eager: loading smollm2-135m (") and "\r\x1b[2K" in err and "1/1 prompts done" in err
+    assert " INFO " not in err  # no log-file lines on a terminal
