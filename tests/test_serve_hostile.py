@@ -42,6 +42,7 @@ def test_malformed_json_is_a_400(served):
         ({"model": MODEL, "prompt": "x", "n": "many"}, "n"),
         ({"model": MODEL, "prompt": 5}, "prompt"),
         ({"model": MODEL, "prompt": "x", "max_tokens": -3}, "max_tokens"),
+        ({"model": MODEL, "prompt": "x", "seed": -1}, "seed"),  # found by schemathesis: it failed the engine step
         ({"model": MODEL, "prompt": "x", "n": 10**12}, "n"),
         ({"model": MODEL, "prompt": "x", "max_tokens": 10**12}, "max_tokens"),
         ({"model": MODEL, "prompt": "x", "eager": []}, "eager"),

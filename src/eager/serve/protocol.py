@@ -40,7 +40,7 @@ class _Common(BaseModel):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="the same seed gives the same tree")
     stream: bool = False
     stream_options: StreamOptions | None = None
     presence_penalty: float = 0.0
