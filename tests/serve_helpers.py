@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import uvicorn
 
 from eager.api import ThetaChoice
-from eager.backends.mock import MockBackend
+from eager.backends.mock import EOG_ID, MockBackend, default_logits
 from eager.serve import ServeConfig, create_app
 
 MODEL = "mock"
@@ -55,3 +55,21 @@ def wait_idle(backend, app, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while (online.held or backend.cells_in_use) and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+class SlowMock(MockBackend):
+    """The mock whose sequences never end on their own, each step a few milliseconds long."""
+
+    def __init__(self, **kw) -> None:
+        base = default_logits(32)
+
+        def endless(history):
+            row = base(history)
+            row[EOG_ID] = -50.0
+            return row
+
+        super().__init__(logits_fn=endless, **kw)
+
+    def step(self, items):
+        time.sleep(0.004)
+        return super().step(items)

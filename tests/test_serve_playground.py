@@ -8,7 +8,7 @@ import shutil
 import httpx
 import pytest
 
-from serve_helpers import running_server
+from serve_helpers import THETA, SlowMock, running_server
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
@@ -25,6 +25,7 @@ def test_the_page_is_self_contained_and_streams_tree_snapshots():
 
     last = json.loads(events[-2])
     assert last["done"] and len(last["result"]["sequences"]) >= 2 and last["result"]["forks"]
+    assert last["result"]["theta"] == THETA  # the tree view colours tokens by entropy against it
 
 
 @pytest.mark.browser
@@ -40,17 +41,24 @@ def test_typing_a_prompt_grows_branches_in_the_browser(tmp_path):
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,900"):
         options.add_argument(arg)
-    with running_server(api_key=None) as (url, app, backend):
+    with running_server(SlowMock(), api_key=None) as (url, app, backend):
         driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
         try:
             driver.get(url + "/")
+            assert driver.execute_script("return typeof window.EagerTree.render") == "function"  # the tree view, inlined
             prompt = driver.find_element(By.ID, "prompt")
             prompt.clear()
             prompt.send_keys("Why is the sky blue?")
+            driver.find_element(By.ID, "max_tokens").clear()
+            driver.find_element(By.ID, "max_tokens").send_keys("150")
             driver.find_element(By.ID, "go").click()
-            WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "status").text.startswith("done"))
-            branches = driver.find_elements(By.CSS_SELECTOR, "#tree .eager-branch")
-            assert len(branches) >= 2 and "forked from #0" in driver.find_element(By.ID, "tree").text
+            WebDriverWait(driver, 30, poll_frequency=0.02).until(lambda d: d.find_element(By.ID, "status").text.startswith("growing"))
+            assert driver.find_elements(By.CSS_SELECTOR, "#tree [data-branch]")  # drawn while it grows
+            WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "status").text.startswith("done"))
+            sequences = int(driver.find_element(By.ID, "status").text.split(": ")[1].split()[0])
+            branches = driver.find_elements(By.CSS_SELECTOR, "#tree [data-branch]")
+            assert sequences >= 2 and len(branches) == sequences
+            assert len(driver.find_elements(By.CSS_SELECTOR, "#tree [data-fork]")) == sequences - 1
             driver.save_screenshot(str(tmp_path / "playground.png"))
             assert (tmp_path / "playground.png").stat().st_size > 1000
         finally:

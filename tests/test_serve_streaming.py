@@ -10,32 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import httpx
 
-from eager.backends.mock import EOG_ID, MockBackend, default_logits
-from serve_helpers import KEY, MODEL, running_server, wait_idle
+from eager.backends.mock import MockBackend
+from serve_helpers import KEY, MODEL, SlowMock, running_server, wait_idle
 
 HEADERS = {"Authorization": f"Bearer {KEY}"}
-
-
-class SlowMock(MockBackend):
-    """The mock whose sequences never end on their own, each step a few milliseconds long."""
-
-    def __init__(self, **kw) -> None:
-        base = default_logits(32)
-
-        def endless(history):
-            row = base(history)
-            row[EOG_ID] = -50.0
-            return row
-
-        super().__init__(logits_fn=endless, **kw)
-
-    def step(self, items):
-        time.sleep(0.004)
-        return super().step(items)
 
 
 def _stamped_chunks(url: str, body: dict, backend: MockBackend) -> list[tuple[int, dict]]:

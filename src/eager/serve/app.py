@@ -132,7 +132,8 @@ def _v1_routes(server: Server) -> APIRouter:
         """The playground's feed: the growing tree as GenerationResult dicts (SSE)."""
         planned = server.plan(body, completion_prompt(body), chat=True)
         job, events = flow.submit(server.online, planned, snapshots=True)
-        feed = flow.stream_snapshots(request, server.online, job, events, server.config.request_timeout_s)
+        theta = planned.theta.value if planned.theta else None
+        feed = flow.stream_snapshots(request, server.online, job, events, server.config.request_timeout_s, theta)
         return StreamingResponse(feed, media_type="text/event-stream", headers=SSE_HEADERS)
 
     return router

@@ -111,17 +111,18 @@ def _chunk_choices(streams: ChoiceStreams, event: object) -> list[dict]:
     return []
 
 
-async def stream_snapshots(request: Request, online: OnlineEngine, job: Job, events: asyncio.Queue, timeout: float) -> AsyncIterator[bytes]:
-    """SSE for the playground: the growing tree (GenerationResult.to_dict()) several times a second."""
+async def stream_snapshots(request: Request, online: OnlineEngine, job: Job, events: asyncio.Queue, timeout: float, theta: float | None = None) -> AsyncIterator[bytes]:
+    """SSE for the playground: the growing tree (GenerationResult.to_dict(), with ``theta``) several times a second."""
+    extra = {} if theta is None else {"theta": theta}
     async with watching(request, online, job):
         try:
             async with asyncio.timeout(timeout):
                 while True:
                     event = await events.get()
                     if isinstance(event, Snapshot):
-                        yield sse({"tree": event.tree, "result": event.result, "done": False})
+                        yield sse({"tree": event.tree, "result": {**event.result, **extra}, "done": False})
                     elif isinstance(event, TreeDone):
-                        yield sse({"tree": event.tree, "result": event.result.to_dict(), "done": True})
+                        yield sse({"tree": event.tree, "result": {**event.result.to_dict(), **extra}, "done": True})
                     elif isinstance(event, JobFailed):
                         yield sse(_failed(event).body())
                         return

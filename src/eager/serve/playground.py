@@ -1,18 +1,18 @@
 """The playground at ``/``: type a prompt, pick n and theta, watch the tree grow.
 
 One self-contained page (no external assets). It posts to ``/v1/eager/tree``
-and reads its SSE feed of GenerationResult dicts as the tree grows. The tree
-is drawn by ``window.EagerTree.render(element, tree)`` when the tree view's
-script is on the page (:data:`VIEW_ASSETS`), else by the small renderer below.
+and reads its SSE feed of GenerationResult dicts as the tree grows; each is
+drawn by the tree view's ``window.EagerTree.render(element, tree)``
+(:mod:`eager.view`, inlined into the page: tokens coloured by entropy, forks
+marked with their entropy against theta_eff and the two alternatives).
 """
 
 from __future__ import annotations
 
 import html
+import json
 
-# The tree view's <style>/<script> text, inlined into the page when it is available
-# (the one line to change to use it: ``window.EagerTree.render`` then takes over).
-VIEW_ASSETS = ""
+from eager.view import inline_assets
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>eager playground: __MODEL__</title>
@@ -24,10 +24,6 @@ fieldset{border:1px solid #ccc;display:flex;flex-direction:column;gap:.3rem}
 label{display:flex;justify-content:space-between;gap:.5rem}
 input{width:7rem}
 #status{color:#666;margin:.5rem 0}
-.eager-branch{border-left:3px solid #4a7;margin:.4rem 0 .4rem calc(var(--depth)*1.5rem);padding:.2rem .6rem;background:#f7f9f7;white-space:pre-wrap}
-.eager-branch .head{font-size:.8rem;color:#555;display:block}
-.eager-branch .inherited{color:#999}
-.eager-branch.running{border-color:#e90}
 </style>__VIEW__</head>
 <body><h1>eager playground <small>(__MODEL__)</small></h1>
 <form id="ask"><textarea id="prompt" placeholder="Ask something">What is 17 * 23?</textarea>
@@ -40,31 +36,6 @@ input{width:7rem}
 <script>
 "use strict";
 const MODEL = __MODEL_JSON__;
-function fallbackRender(el, tree) {
-  const depth = {};
-  el.replaceChildren();
-  for (const s of tree.sequences) {
-    const i = tree.sequences.indexOf(s);
-    depth[i] = s.parent === null ? 0 : depth[s.parent] + 1;
-    const d = document.createElement("div");
-    d.className = "eager-branch" + (s.finish_reason ? "" : " running");
-    d.style.setProperty("--depth", depth[i]);
-    const head = document.createElement("span");
-    head.className = "head";
-    const fork = tree.forks.find(f => f.child === i);
-    head.textContent = "#" + i + (s.parent === null ? " root" : " forked from #" + s.parent + " at token " + s.fork_at +
-      (fork ? " (H=" + fork.entropy.toFixed(2) + " > " + fork.threshold.toFixed(2) + ")" : "")) + ", " + s.token_ids.length + " tokens";
-    const inherited = document.createElement("span");
-    inherited.className = "inherited";
-    const parentText = s.parent === null ? "" : tree.sequences[s.parent].text;
-    let k = 0;
-    while (k < parentText.length && k < s.text.length && parentText[k] === s.text[k]) k++;
-    inherited.textContent = s.parent === null ? "" : s.text.slice(0, k);
-    d.append(head, inherited, document.createTextNode(s.text.slice(inherited.textContent.length)));
-    el.append(d);
-  }
-}
-const render = (window.EagerTree && window.EagerTree.render) || fallbackRender;
 async function grow(ev) {
   ev.preventDefault();
   const status = document.getElementById("status"), out = document.getElementById("tree");
@@ -90,7 +61,7 @@ async function grow(ev) {
       if (line === "[DONE]") continue;
       const msg = JSON.parse(line);
       if (msg.error) { status.textContent = msg.error.message; continue; }
-      render(out, msg.result);
+      window.EagerTree.render(out, msg.result);
       const r = msg.result;
       status.textContent = (msg.done ? "done: " : "growing: ") + r.sequences.length + " sequences, " + r.forks.length +
         " forks; " + r.generated_tokens + " tokens computed for " + r.sequence_tokens + " sequence tokens";
@@ -103,6 +74,5 @@ document.getElementById("ask").addEventListener("submit", grow);
 
 
 def page(model_name: str) -> str:
-    import json
-
-    return PAGE.replace("__VIEW__", VIEW_ASSETS).replace("__MODEL_JSON__", json.dumps(model_name).replace("<", "\\u003c")).replace("__MODEL__", html.escape(model_name))
+    model = json.dumps(model_name).replace("<", "\\u003c")
+    return PAGE.replace("__VIEW__", inline_assets()).replace("__MODEL_JSON__", model).replace("__MODEL__", html.escape(model_name))
