@@ -207,3 +207,32 @@ def test_eager_eval_on_humaneval_with_smollm2_writes_records_with_passed_and_a_r
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dataset"] == "humaneval" and summary["methods"]["parallel"]["cons_at_k"] is None
     assert "Cons@k is not defined for code" in (out / "summary.md").read_text()
+
+
+class SlowToGrade:
+    """A verifier that grades in the background: each text is ready only after it was asked about 3 times."""
+
+    def __init__(self) -> None:
+        self.asked: dict[str, int] = {}
+        self.prefetched = 0
+
+    def prefetch(self, problem, texts) -> None:
+        self.prefetched += len(texts)
+
+    def ready(self, problem, texts) -> bool:
+        for text in texts:
+            self.asked[text] = self.asked.get(text, 0) + 1
+        return all(self.asked[text] >= 3 for text in texts)
+
+    def __call__(self, problem, text: str) -> bool:
+        return "q" in text
+
+
+def test_trees_whose_grading_is_still_running_are_written_later_and_none_is_lost(tmp_path):
+    verify = SlowToGrade()
+    summary = run_eval(humaneval_config(tmp_path, limit=6), backend=chatty_mock(), verifier=verify)
+    out = tmp_path / "out"
+    for method in ("parallel", "eager-init", "eager-adapt", "eager"):
+        assert len((out / f"{method}.jsonl").read_text().splitlines()) == 6
+    assert verify.prefetched >= 6 * 4 and max(verify.asked.values()) >= 3
+    assert summary["methods"]["eager"]["n_prompts"] == 6

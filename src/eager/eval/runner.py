@@ -238,9 +238,11 @@ class EvalRun:
             return
         requests = [request for request, _ in work]
         progress = Progress(phase, 0, len(work), 0, 0.0, self.records_written)
+        waiting: deque = deque()  # finished trees whose sequences are still being graded (code runs in the background)
 
         def on_step(stats: StepStats) -> None:
             nonlocal progress
+            self._finish_graded(waiting, finished)  # a tree graded while others decode is written now
             rate = stats.generated_tokens / stats.elapsed_s if stats.elapsed_s > 0 else 0.0
             progress = replace(
                 progress, trees_done=stats.prompts_done, live_branches=stats.live_branches, tokens_per_s=rate,
@@ -248,7 +250,6 @@ class EvalRun:
             )
             self._report(progress)
 
-        waiting: deque = deque()  # finished trees whose sequences are still being graded (code runs in the background)
         for done, (position, result) in enumerate(self.executor.run(requests, on_step), start=1):
             request, target = work[position]
             self.verify.prefetch(target.problem, [s.text for s in result.sequences])
