@@ -48,7 +48,8 @@ def test_malformed_json_is_a_400(served):
         ({"model": MODEL, "prompt": "x", "eager": []}, "eager"),
         ({"model": MODEL, "prompt": "x", "eager": {"theta": "high"}}, "eager.theta"),
         ({"model": MODEL, "prompt": "x", "eager": {"unknown": 1}}, "eager.unknown"),
-        ({"model": MODEL, "prompt": ["a", "b"]}, "prompt"),
+        ({"model": MODEL, "prompt": []}, "prompt"),
+        ({"model": MODEL, "prompt": ["a"] * 65}, "prompt"),  # more prompts than the server holds at once
         ({"model": MODEL, "prompt": "   "}, "prompt"),
         ({"model": MODEL, "prompt": "x" * 5000}, "prompt"),
         ({"model": MODEL}, "prompt"),
@@ -92,7 +93,7 @@ def test_the_openapi_schema_describes_the_routes(served):
     assert {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics"} <= set(schema["paths"])
 
 
-values = st.one_of(st.none(), st.booleans(), st.integers(-5, 100), st.floats(allow_nan=False, width=32), st.text(max_size=12), st.lists(st.text(max_size=4), max_size=3), st.dictionaries(st.sampled_from(["method", "theta", "M", "W", "fill", "x"]), st.one_of(st.integers(-2, 9), st.text(max_size=6), st.booleans()), max_size=3))
+values = st.one_of(st.none(), st.booleans(), st.integers(-5, 100), st.floats(allow_nan=False, allow_infinity=False, width=32), st.text(max_size=12), st.lists(st.text(max_size=4), max_size=3), st.dictionaries(st.sampled_from(["method", "theta", "M", "W", "fill", "x"]), st.one_of(st.integers(-2, 9), st.text(max_size=6), st.booleans()), max_size=3))
 bodies = st.fixed_dictionaries(
     {"model": st.sampled_from([MODEL, "other", 3])},
     optional={k: values for k in ["prompt", "messages", "n", "max_tokens", "temperature", "top_p", "stop", "seed", "stream", "eager", "logprobs"]},

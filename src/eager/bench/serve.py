@@ -172,3 +172,34 @@ def serve_markdown(out: dict[str, Any], command: str = "") -> str:
     for r in out["rows"]:
         lines.append(f"| {r['method']} | {r['clients']} | {r['requests']} | {r['choices_per_request']} | {r['tokens_per_s']} | {r['sequence_tokens_per_s']} | {r['ttft_p50_s']} | {r['latency_p50_s']} | {r['latency_p95_s']} |")
     return "\n".join(lines) + "\n"
+
+
+def serve_plot(out: dict[str, Any], path) -> None:
+    """Three panels against concurrent clients, one line per method: tokens/s, TTFT p50, latency p50 and p95."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, panels = plt.subplots(1, 3, figsize=(15, 4.2))
+    colours = {"eager-init": "#1f77b4", "parallel": "#ff7f0e"}
+    for method in dict.fromkeys(r["method"] for r in out["rows"]):
+        rows = [r for r in out["rows"] if r["method"] == method]
+        xs, colour = [r["clients"] for r in rows], colours.get(method)
+        panels[0].plot(xs, [r["sequence_tokens_per_s"] for r in rows], "o-", color=colour, label=f"{method}: sequence tokens/s")
+        panels[0].plot(xs, [r["tokens_per_s"] for r in rows], "s--", color=colour, label=f"{method}: computed tokens/s")
+        panels[1].plot(xs, [r["ttft_p50_s"] for r in rows], "o-", color=colour, label=method)
+        panels[2].plot(xs, [r["latency_p50_s"] for r in rows], "o-", color=colour, label=f"{method} p50")
+        panels[2].plot(xs, [r["latency_p95_s"] for r in rows], "s--", color=colour, label=f"{method} p95")
+    for ax, label in zip(panels, ("tokens / s", "time to first token, p50 (s)", "request latency (s)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(out["load"]["clients"], [str(c) for c in out["load"]["clients"]])
+        ax.set_xlabel("concurrent clients")
+        ax.set_ylabel(label)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=8)
+    load = out["load"]
+    fig.suptitle(f"eager serve under load: {out['model']}, n = {load['n']}, {load['max_tokens']} max tokens, theta {out['theta']:g}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
         description="Measure the engine's speed side by side with a raw llama-cpp-python loop and a transformers peer.",
     )
     p.add_argument("--out", required=True, help="write the results to FILE.json and a table to FILE.md")
-    p.add_argument("--plot", default=None, help="also save a PNG: tokens/s side by side and scaling")
+    p.add_argument("--plot", default=None, help="also save a PNG: tokens/s side by side and scaling (with --serve: tokens/s, TTFT and latency against clients)")
     add_config_options(p, BenchConfig, exclude=("theta",))
     p.add_argument("--theta", type=theta_value, default=BenchConfig.theta, help=_theta_help())
     p.add_argument("--no-transformers", dest="peer", action="store_false", help="skip the transformers peer")
@@ -65,7 +65,7 @@ def cmd_bench(args) -> int:
     from eager.bench.run import run_bench
 
     if args.serve:  # the server under load: same files, its own table
-        from eager.bench.serve import run_serve_bench as run_bench, serve_markdown as to_markdown  # noqa: F811
+        from eager.bench.serve import run_serve_bench as run_bench, serve_markdown as to_markdown, serve_plot as plot  # noqa: F811
 
     out_json, out_md = _outputs(args)
     cfg = config_from_args(BenchConfig, args, peer=args.peer)

@@ -29,7 +29,7 @@ from eager.serve.gate import BodyLimit, CountRequests
 from eager.serve.metrics import ServeMetrics
 from eager.serve.online import OnlineEngine
 from eager.serve.protocol import ChatCompletionRequest, CompletionRequest
-from eager.serve.requests import ApiError, chat_prompt, completion_prompt, plan_request
+from eager.serve.requests import ApiError, chat_prompt, completion_prompt, completion_prompts, plan_request
 from eager.serve.responses import Format
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,13 @@ class Server:
         self.check_model(body.model)
         return plan_request(body, prompt, chat, engine=self.online.engine, config=self.config, theta_for=self.theta_for, prompt_ids=prompt_ids)
 
-    async def answer(self, request: Request, body, planned, fmt: Format):
+    async def answer(self, request: Request, body, planned: list, fmt: Format):
+        """``planned``: one per prompt, grown side by side; choices prompt-major (prompt i's from i * n)."""
         timeout = self.config.request_timeout_s
         if not body.stream:
             return JSONResponse(await flow.complete(request, self.online, planned, fmt, timeout))
-        job, events = flow.submit(self.online, planned, stream=True)
-        chunks = flow.stream_chunks(request, self.online, job, events, planned, fmt, timeout)
+        jobs, events = flow.submit(self.online, planned, stream=True)
+        chunks = flow.stream_chunks(request, self.online, jobs, events, planned, fmt, timeout)
         return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -113,14 +114,15 @@ def _v1_routes(server: Server) -> APIRouter:
 
     @router.post("/completions")
     async def completions(body: CompletionRequest, request: Request):
-        planned = server.plan(body, completion_prompt(body), chat=False)
+        prompts = completion_prompts(body, server.config.max_queued_requests)
+        planned = [server.plan(body, prompt, chat=False) for prompt in prompts]
         return await server.answer(request, body, planned, Format(chat=False, model=server.model_name))
 
     @router.post("/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         text, chat, ids = chat_prompt(body, server.online.backend.tokenizer)
         planned = server.plan(body, text, chat, ids)
-        return await server.answer(request, body, planned, Format(chat=True, model=server.model_name))
+        return await server.answer(request, body, [planned], Format(chat=True, model=server.model_name))
 
     @router.get("/models")
     async def models():
@@ -131,9 +133,9 @@ def _v1_routes(server: Server) -> APIRouter:
     async def tree(body: CompletionRequest, request: Request):
         """The playground's feed: the growing tree as GenerationResult dicts (SSE)."""
         planned = server.plan(body, completion_prompt(body), chat=True)
-        job, events = flow.submit(server.online, planned, snapshots=True)
+        jobs, events = flow.submit(server.online, [planned], snapshots=True)
         theta = planned.theta.value if planned.theta else None
-        feed = flow.stream_snapshots(request, server.online, job, events, server.config.request_timeout_s, theta)
+        feed = flow.stream_snapshots(request, server.online, jobs[0], events, server.config.request_timeout_s, theta)
         return StreamingResponse(feed, media_type="text/event-stream", headers=SSE_HEADERS)
 
     return router

@@ -138,13 +138,19 @@ def _filler(request: TreeRequest, n: int):
 # -- prompts ---------------------------------------------------------------------------
 
 
+def completion_prompts(body: CompletionRequest, most: int) -> list[str]:
+    """The request's prompts: one string, or a list of 1..``most`` (each grows its own tree)."""
+    prompts = body.prompt if isinstance(body.prompt, list) else [body.prompt]
+    if not 1 <= len(prompts) <= most:
+        raise bad(f"give between 1 and {most} prompts (this server holds {most} at once), got {len(prompts)}", "prompt")
+    return prompts
+
+
 def completion_prompt(body: CompletionRequest) -> str:
-    prompt = body.prompt
-    if isinstance(prompt, list):
-        if len(prompt) != 1:
-            raise bad("give one prompt per request (a list of exactly one string)", "prompt")
-        prompt = prompt[0]
-    return prompt
+    """The one prompt of a request that takes one (the playground's tree)."""
+    if isinstance(body.prompt, list) and len(body.prompt) != 1:
+        raise bad("this route grows one tree: give one prompt", "prompt")
+    return completion_prompts(body, 1)[0]
 
 
 def _content(message) -> str:

@@ -4,6 +4,12 @@
 once); ``eager.sequence_tokens`` what n independent samples would have cost.
 Choices are numbered across trees (a filled request's second tree continues
 after the first's sequences), and so are forks' parent and child.
+
+A request with several prompts numbers its choices prompt-major as OpenAI
+does: prompt i's choices start at index i * n. Since n is "at most n" for an
+EAGER tree, prompt i's k_i choices are i*n .. i*n + k_i - 1 and the indices
+have gaps where a tree needed fewer (``eager.fill`` closes them); ``index // n``
+is always the prompt.
 """
 
 from __future__ import annotations
@@ -28,32 +34,40 @@ def finish_reason(sequence, stops: tuple[str, ...]) -> str:
     return "stop" if cut or sequence.finish_reason == "stop" else "length"
 
 
-def offsets(results: list[GenerationResult]) -> list[int]:
-    """The first choice index of each tree."""
-    out, total = [], 0
+def offsets(results: list[GenerationResult], base: int = 0) -> list[int]:
+    """The first choice index of each tree (a prompt's choices start at ``base``)."""
+    out, total = [], base
     for result in results:
         out.append(total)
         total += len(result.sequences)
     return out
 
 
-def usage(results: list[GenerationResult]) -> dict[str, int]:
+def usage(parts: list[list[GenerationResult]]) -> dict[str, int]:
+    results = [r for part in parts for r in part]
     prompt = sum(r.prompt_tokens for r in results)
     completion = sum(r.generated_tokens for r in results)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def eager_summary(results: list[GenerationResult], planned: Planned) -> dict[str, Any]:
-    first = planned.first
-    starts = offsets(results)
+def _numbered(parts: list[list[GenerationResult]], n: int):
+    """(prompt, tree, result, its first choice index) for every tree, prompt-major."""
+    for p, results in enumerate(parts):
+        for t, (result, start) in enumerate(zip(results, offsets(results, base=p * n))):
+            yield p, t, result, start
+
+
+def eager_summary(parts: list[list[GenerationResult]], planned: list[Planned]) -> dict[str, Any]:
+    """What EAGER did: per choice its prompt, tree, parent and fork position; every fork; the token counts."""
+    first, theta = planned[0].first, planned[0].theta
     choices, forks = [], []
-    for t, (result, start) in enumerate(zip(results, starts)):
+    for p, t, result, start in _numbered(parts, planned[0].n):
         for s in result.sequences:
             parent = None if s.parent is None else start + s.parent
-            choices.append({"index": start + s.index, "tree": t, "parent": parent, "fork_at": s.fork_at, "tokens": len(s.token_ids)})
+            choices.append({"index": start + s.index, "prompt": p, "tree": t, "parent": parent, "fork_at": s.fork_at, "tokens": len(s.token_ids)})
         for f in result.forks:
-            forks.append({"tree": t, "parent": start + f.parent, "child": start + f.child, "position": f.position, "entropy": round(f.entropy, 4), "threshold": round(f.threshold, 4)})
-    theta = planned.theta
+            forks.append({"prompt": p, "tree": t, "parent": start + f.parent, "child": start + f.child, "position": f.position, "entropy": round(f.entropy, 4), "threshold": round(f.threshold, 4)})
+    results = [r for part in parts for r in part]
     return {
         "method": first.method,
         "theta": None if theta is None else theta.value,
@@ -82,19 +96,21 @@ class Format:
             return {"index": index, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": reason}
         return {"index": index, "text": text, "logprobs": None, "finish_reason": reason}
 
-    def response(self, results: list[GenerationResult], planned: Planned) -> dict[str, Any]:
+    def response(self, parts: list[list[GenerationResult]], planned: list[Planned]) -> dict[str, Any]:
+        """``parts[i]``: the trees grown for prompt i."""
         choices = []
-        for result, start in zip(results, offsets(results)):
+        stops = planned[0].stops
+        for _, _, result, start in _numbered(parts, planned[0].n):
             for s in result.sequences:
-                choices.append(self._choice(start + s.index, cut_at_stop(s.text, planned.stops)[0], finish_reason(s, planned.stops)))
+                choices.append(self._choice(start + s.index, cut_at_stop(s.text, stops)[0], finish_reason(s, stops)))
         return {
             "id": self.id,
             "object": "chat.completion" if self.chat else "text_completion",
             "created": self.created,
             "model": self.model,
             "choices": choices,
-            "usage": usage(results),
-            "eager": eager_summary(results, planned),
+            "usage": usage(parts),
+            "eager": eager_summary(parts, planned),
         }
 
     def chunk(self, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:

@@ -26,12 +26,12 @@ class _ChoiceText:
 
 
 class ChoiceStreams:
-    """The per-choice state of one streaming response."""
+    """The per-choice state of one prompt's part of a streaming response (its choices from ``base``)."""
 
-    def __init__(self, fmt: Format, decode: Callable, stops: tuple[str, ...]) -> None:
+    def __init__(self, fmt: Format, decode: Callable, stops: tuple[str, ...], base: int = 0) -> None:
         self.fmt, self.decode, self.stops = fmt, decode, stops
         self.choices: dict[int, _ChoiceText] = {}
-        self.offset = 0  # first choice index of the tree growing now
+        self.offset = base  # first choice index of the tree growing now
         self.hold = max((len(s) for s in stops), default=1) - 1
 
     def on_progress(self, event: Progress) -> list[dict[str, Any]]:
