@@ -7,9 +7,9 @@ import sys
 from typing import Sequence
 
 from eager.cli import bench, calibrate, evaluate, generate, grade
-from eager.cli.feedback import add_verbosity_options, configure_logging
 from eager.cli import serve as serve_cli
 from eager.cli import view as view_cli
+from eager.cli.feedback import add_verbosity_options, configure_logging
 from eager.cli.options import flag_names, flagged
 from eager.errors import EagerError
 

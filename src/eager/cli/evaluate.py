@@ -150,8 +150,8 @@ def eval_config(args, theta=None):
         reallocation=config_from_args(ReallocationConfig, args),
         grade_timeout_s=args.grade_timeout,
         extract=args.extract,
-        unsafe_exec=args.unsafe_exec,
         save_entropies=args.save_entropies,
+        unsafe_exec=args.unsafe_exec,
     )
 
 
