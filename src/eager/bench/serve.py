@@ -150,12 +150,16 @@ def run_serve_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = N
     from eager.api import load_backend, resolve_theta
 
     load = QUICK_LOAD if cfg.quick else Load(n=cfg.M)
+
+    def theta_for(branching):  # --theta: a number, or auto (the model's calibrated or shipped value)
+        return resolve_theta(cfg.theta, model=cfg.model_name, branching=branching)
+
     backend = load_backend(cfg.model_name, ctx=cfg.ctx, threads=cfg.threads, max_sequences=min(64, cfg.ctx))
     try:
-        rows = measure_serving(backend, cfg.model_name, load=load, seed=cfg.seed, progress=progress)
+        rows = measure_serving(backend, cfg.model_name, load=load, theta_for=theta_for, seed=cfg.seed, progress=progress)
     finally:
         backend.close()
-    theta = resolve_theta("auto", model=cfg.model_name)
+    theta = theta_for(None)
     shape = {k: v for k, v in load.__dict__.items() if k != "prompts"}
     return {"model": cfg.model_name, "theta": theta.value, "theta_source": theta.source, "load": shape, "rows": rows}
 

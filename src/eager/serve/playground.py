@@ -13,6 +13,7 @@ import html
 import json
 
 from eager.view import inline_assets
+from eager.view.html import LEGEND
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>eager playground: __MODEL__</title>
@@ -32,7 +33,7 @@ input{width:7rem}
 <label>max tokens <input id="max_tokens" type="number" min="1" value="128"></label>
 <label>API key <input id="key" type="password" placeholder="if set"></label>
 <button id="go" type="submit">Grow the tree</button></fieldset></form>
-<div id="status"></div><div id="tree"></div>
+<div id="status"></div>__LEGEND__<div id="tree"></div>
 <script>
 "use strict";
 const MODEL = __MODEL_JSON__;
@@ -61,7 +62,7 @@ async function grow(ev) {
       if (line === "[DONE]") continue;
       const msg = JSON.parse(line);
       if (msg.error) { status.textContent = msg.error.message; continue; }
-      window.EagerTree.render(out, msg.result);
+      window.EagerTree.render(out, msg.result, {header: false});  // the prompt is in the box above
       const r = msg.result;
       status.textContent = (msg.done ? "done: " : "growing: ") + r.sequences.length + " sequences, " + r.forks.length +
         " forks; " + r.generated_tokens + " tokens computed for " + r.sequence_tokens + " sequence tokens";
@@ -75,4 +76,4 @@ document.getElementById("ask").addEventListener("submit", grow);
 
 def page(model_name: str) -> str:
     model = json.dumps(model_name).replace("<", "\\u003c")
-    return PAGE.replace("__VIEW__", inline_assets()).replace("__MODEL_JSON__", model).replace("__MODEL__", html.escape(model_name))
+    return PAGE.replace("__VIEW__", inline_assets()).replace("__LEGEND__", LEGEND).replace("__MODEL_JSON__", model).replace("__MODEL__", html.escape(model_name))
