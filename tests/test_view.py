@@ -11,6 +11,7 @@ import pytest
 import eager
 from eager.backends.mock import MockBackend
 from eager.cli import main
+from eager.errors import EagerError
 from eager.view import load_generate_json, load_run, render_html, render_run_index, render_terminal, run_index, trees_of_generate
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -105,6 +106,18 @@ def test_all_three_generate_json_shapes_load(tmp_path, tree):
         counts[name] = len(load_generate_json(path))
     assert counts == {"bare": 1, "results": 2, "settings": 1}
     assert trees_of_generate({"settings": {"theta": 1.5}, "results": [{k: v for k, v in tree.items() if k != "theta"}]})[0]["theta"] == 1.5
+
+
+def test_generate_jsonl_loads_one_tree_per_line(tmp_path, tree):
+    lines = [json.dumps({"settings": {"theta": 1.5}, "result": dict(tree, index=i)}) for i in range(3)]
+    many, one, bad = tmp_path / "many.jsonl", tmp_path / "one.jsonl", tmp_path / "bad.jsonl"
+    many.write_text("\n".join(lines) + "\n")
+    one.write_text(lines[0] + "\n")
+    bad.write_text(lines[0] + "\n" + json.dumps({"settings": {}}) + "\n")
+    assert [t["title"] for t in load_generate_json(many)] == ["prompt 0", "prompt 1", "prompt 2"]
+    assert len(load_generate_json(one)) == 1
+    with pytest.raises(EagerError, match=r"bad.jsonl:2: not an `eager generate --jsonl` line"):
+        load_generate_json(bad)
 
 
 @pytest.fixture(scope="module")

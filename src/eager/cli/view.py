@@ -25,7 +25,7 @@ examples:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("view", help="show where a tree branched: a generate --json file or an eval run's prompt", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", metavar="FILE.json|RUN_DIR", help="an `eager generate --json` output, or an `eager eval` --out directory")
+    p.add_argument("source", metavar="FILE.json|RUN_DIR", help="an `eager generate --json` (or --jsonl) output, or an `eager eval` --out directory")
     p.add_argument("--id", default=None, help="RUN_DIR: the prompt's id")
     p.add_argument("--method", default=None, help="RUN_DIR: only this method's tree (default: every method's)")
     p.add_argument("--html", default=None, metavar="OUT.html", help="write one self-contained HTML page instead of printing")

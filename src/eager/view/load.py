@@ -21,14 +21,34 @@ CONFIG_FILE = "config.json"
 
 
 def load_generate_json(path: str | Path) -> list[dict[str, Any]]:
-    """The trees of a ``generate --json`` output: ``{"settings", "results"}``, ``{"results"}`` or one bare result."""
+    """The trees of a ``generate --json`` output (``{"settings", "results"}``, ``{"results"}`` or one bare
+    result) or of a ``generate --jsonl`` output (one ``{"settings", "result"}`` object per line)."""
     path = Path(path)
     lines = read_lines(path, "file")
     try:
         data = json.loads("\n".join(lines))
     except ValueError as error:
+        if error.lineno > 1 and lines and lines[0].lstrip().startswith("{"):
+            return _trees_of_jsonl(lines, path)
         raise EagerError(f"{path} is not JSON ({error.msg} at line {error.lineno})") from None
+    if isinstance(data, dict) and isinstance(data.get("result"), dict):  # --jsonl with one prompt
+        return _trees_of_jsonl(lines, path)
     return trees_of_generate(data, str(path))
+
+
+def _trees_of_jsonl(lines: list[str], path: Path) -> list[dict[str, Any]]:
+    trees = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as error:
+            raise EagerError(f"{path}:{number}: not JSON ({error.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("result"), dict):
+            raise EagerError(f"{path}:{number}: not an `eager generate --jsonl` line (no 'result' object)")
+        trees += trees_of_generate({"settings": row.get("settings"), "results": [row["result"]]}, f"{path}:{number}")
+    return trees
 
 
 def trees_of_generate(data: Any, where: str = "the JSON") -> list[dict[str, Any]]:
