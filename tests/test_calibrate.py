@@ -339,3 +339,22 @@ def test_the_default_model_branches_on_a_gsm8k_question_with_no_theta_given(caps
     assert main(["generate", "--prompt", prompt, "-M", "8", "--max-tokens", "120", "--threads", "1", "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["settings"]["theta_source"] == "shipped" and len(payload["results"][0]["sequences"]) > 1
+
+
+def test_cli_calibrate_labels_on_code_grade_by_running_the_tests(tmp_path, monkeypatch, capsys):
+    """--labels on humaneval asks the code verifier (the problem's tests run), not the math grader."""
+    from scripted_server import PositionScript, ScriptedServer, serving
+
+    import eager.eval.code as code
+    from eager.eval.sandbox import Outcome
+
+    ran = []
+    monkeypatch.setattr(code, "run_program", lambda source, limits, how: ran.append(source) or Outcome(True, "passed"))
+    with serving(ScriptedServer(PositionScript(), flavour="vllm")) as url:
+        out = tmp_path / "c.json"
+        argv = ["calibrate", "--model", f"openai:{url}#fake-model", "--dataset", "humaneval", "--split", "test", "--limit", "2",
+                "--labels", "--no-cache", "-M", "2", "--max-tokens", "8", "--out", str(out)]
+        assert main(argv) == 0, capsys.readouterr().err
+    record = json.loads(out.read_text())
+    assert ran and all("def check(" in source for source in ran)
+    assert {point["pass_at_k"] for point in record["points"]} == {1.0}

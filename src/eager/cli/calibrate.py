@@ -56,7 +56,7 @@ def add_parser(sub) -> None:
     c = p.add_argument_group("search")
     add_config_options(c, CalibrationConfig)
     c.add_argument("--extract", default="boxed", choices=EXTRACT_MODES, help="--labels: how answers are read (default: boxed)")
-    c.add_argument("--grade-timeout", type=float, default=5.0, help="--labels: seconds Math-Verify may spend on one answer (default: 5)")
+    c.add_argument("--grade-timeout", type=float, default=5.0, help="--labels: seconds Math-Verify may spend on one answer; on code (humaneval) each program's CPU and wall-time limit in the sandbox (default: 5)")
 
     o = p.add_argument_group("output")
     o.add_argument("--out", default="calib.json", help="the JSON file with every measurement (default: calib.json)")
@@ -126,6 +126,7 @@ def _identity(model: str, executor) -> dict:
 def cmd_calibrate(args) -> int:
     from eager.api import entropy_measure
     from eager.eval.calibrate import CalibrationConfig, calibrate, plot_calibration
+    from eager.eval.code import code_verifier
     from eager.eval.datasets import DEFAULT_TEMPLATE
     from eager.eval.executors import ModelSpec, absolute_model, open_executor
     from eager.eval.grading import Grader
@@ -138,7 +139,8 @@ def cmd_calibrate(args) -> int:
     engine = config_from_args(EngineConfig, args)
     template = args.template if args.template is not None else DEFAULT_TEMPLATE
     problems = warmup_problems(args)
-    verify = safe(GoldAnswerVerifier(Grader(args.grade_timeout)), extract=args.extract) if args.labels else None
+    code = code_verifier(problems, args.grade_timeout, unsafe=False) if args.labels else None  # code: tests pass in the sandbox
+    verify = (code or safe(GoldAnswerVerifier(Grader(args.grade_timeout)), extract=args.extract)) if args.labels else None
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     spec = ModelSpec(absolute_model(args.model), engine, max_sequences=max(64, branching.max_sequences), chat_template=args.chat_template)
     status, on_progress = _progress(args.verbosity, config.max_points, len(problems))
@@ -152,6 +154,8 @@ def cmd_calibrate(args) -> int:
     finally:
         status.close()
         executor.close()
+        if code is not None:
+            code.close()
     record = {
         "theta": round(result.theta, 4),
         "model": args.model,

@@ -87,7 +87,7 @@ def _add_eval_options(p) -> None:
     r.add_argument("--out", required=True, help="output directory (created; an existing run of the same configuration is resumed)")
     r.add_argument("--methods", default=",".join(EVAL_METHODS), help=f"comma list of methods (default: {','.join(EVAL_METHODS)})")
     r.add_argument("-M", "--max-sequences", dest="M", action=Given, default=str(BranchingConfig.max_sequences), help=f"sequences per prompt; a comma list like 4,8,16 sweeps the budget (default: {BranchingConfig.max_sequences})")
-    r.add_argument("--grade-timeout", type=float, default=5.0, help="seconds Math-Verify may spend on one answer (default: 5)")
+    r.add_argument("--grade-timeout", type=float, default=5.0, help="seconds Math-Verify may spend on one answer; on code (humaneval) each program's CPU and wall-time limit in the sandbox (default: 5)")
     add_config_options(r, EvalConfig)
 
     add_model_options(p)

@@ -65,7 +65,7 @@ class EvalConfig:
         chat_template: for remote models, a .gguf or Jinja file whose chat template
             is applied on this side (servers that cannot apply the model's own).
         branching, sampling, engine, reallocation: the nested rule configs.
-        grade_timeout_s: Math-Verify limit per answer.
+        grade_timeout_s: Math-Verify limit per answer (code: each program's time limit).
         extract: how the answer is read from a sequence: "boxed" (the paper's rule:
             the last \\boxed{} only; no box or a truncated one is wrong) or "lenient"
             (else the text after "answer is", else the last number).
