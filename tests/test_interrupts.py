@@ -73,8 +73,9 @@ def interrupt(cli: subprocess.Popen, signum: int) -> str:
     _, err = cli.communicate(timeout=30)
     elapsed = time.monotonic() - start
     assert elapsed < EXIT_WITHIN_S, (elapsed, err)
-    assert cli.returncode == 130 and "Traceback" not in err, err
-    assert err.strip().splitlines()[-1] == "eager: interrupted", err
+    assert cli.returncode == 130 and "Traceback" not in err and "Task was destroyed" not in err, err
+    assert err.strip().splitlines()[-1] == "eager: interrupted", err  # (with -q, only warnings come before it)
+    assert all("WARNING" in line for line in err.strip().splitlines()[:-1]), err
     return err
 
 
@@ -123,18 +124,19 @@ def test_sigint_and_sigterm_end_a_remote_eval_within_seconds_and_a_rerun_complet
 
     out = tmp_path / "out"
     args = eval_args(url, dataset, out, "-q")
-    # SIGTERM while the first trees stream, before any record exists
-    streams = server.streams
+    # SIGTERM while the first trees grow, once some have finished: those are recorded at once
     cli = start_cli(args)
-    wait_for(lambda: server.streams >= streams + 8, cli, 60, "streams")
-    assert interrupt(cli, signal.SIGTERM).strip() == "eager: interrupted"
+    wait_for(lambda: record_lines(out, "parallel.jsonl") or record_lines(out, "eager-init.jsonl"), cli, 60, "first record")
+    interrupt(cli, signal.SIGTERM)
     wait_streams_closed(server)
     before = whole_lines(out)
+    first_phase = len(record_lines(out, "parallel.jsonl")) + len(record_lines(out, "eager-init.jsonl"))
+    assert 1 <= first_phase < 2 * N_PROBLEMS, "a tree is recorded as it finishes, not when the whole batch does"
 
     # Ctrl-C during the reallocation, after the first records
     cli = start_cli(args)
     wait_for(lambda: len(record_lines(out, "eager-adapt.jsonl")) >= 1, cli, 60, "eager-adapt record")
-    assert interrupt(cli, signal.SIGINT).strip() == "eager: interrupted"
+    interrupt(cli, signal.SIGINT)
     wait_streams_closed(server)
     after = whole_lines(out)
     assert len(record_lines(out, "eager-init.jsonl")) == N_PROBLEMS
@@ -200,7 +202,7 @@ def interrupt_on_ray(cli: subprocess.Popen, signum: int, server: ScriptedServer,
 
 @pytest.mark.slow
 def test_sigint_and_sigterm_end_a_ray_eval_within_seconds_release_its_cluster_and_a_rerun_completes_it(tmp_path, dataset, slow_server):
-    """Three Ray starts (about a minute and a half on two cores): Ctrl-C, SIGTERM, then the rerun."""
+    """Three Ray cluster starts (50 to 90 s on two cores): Ctrl-C, SIGTERM, then the rerun."""
     server, url = slow_server
     assert main(eval_args(url, dataset, tmp_path / "reference", "-q")) == 0
     reference = records(tmp_path / "reference")
@@ -210,13 +212,14 @@ def test_sigint_and_sigterm_end_a_ray_eval_within_seconds_release_its_cluster_an
     streams = server.streams
     interrupt_on_ray(start_cli(args), signal.SIGINT, server, lambda: server.streams >= streams + 8)  # trees streaming
     before = whole_lines(out)
-    assert not any(before.values()), "no tree had finished: nothing may be written"
 
     cli = start_cli(args)
     interrupt_on_ray(cli, signal.SIGTERM, server, lambda: len(record_lines(out, "eager-adapt.jsonl")) >= 1)  # reallocating
     after = whole_lines(out)
     assert len(record_lines(out, "eager-init.jsonl")) == N_PROBLEMS
     assert len(record_lines(out, "eager-adapt.jsonl")) < N_PROBLEMS, "the run must be stopped before it ends"
+    for name, data in before.items():
+        assert after[name].startswith(data)
 
     cli = start_cli(args)
     _, err = cli.communicate(timeout=300)

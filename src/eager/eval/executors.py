@@ -10,7 +10,10 @@ each with its own executor opened by the same :func:`open_executor`.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import queue
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Protocol, Sequence
@@ -81,28 +84,78 @@ class RemoteExecutor:
     """Trees grown on an OpenAI-compatible server (``openai:http://HOST:PORT/v1#name``).
 
     The server's own prefix cache shares a forked prefix; see docs/remote.md.
-    Results of a batch come back when the batch ends; if the server fails
-    mid-batch, the trees that finished are still yielded (so recorded) before
-    the error is raised.
+    The streams run on an event loop in a thread of their own, and each tree is
+    yielded soon after it finishes, so the eval records it while the others go
+    on: an interrupt or a failing server loses only trees still growing.
+    Leaving the iteration early (an interrupt, an error) cancels the streams,
+    which closes them, before it returns.
     """
 
     max_sequences = 256
+    STOP_WAIT_S = 5.0  # how long an interrupted run waits for its streams to close
 
     def __init__(self, server, *, max_concurrency: int = 16) -> None:
         self.server = server
         self.max_concurrency = max_concurrency
 
     def run(self, requests: Sequence[TreeRequest], on_step: StepFn | None = None) -> Iterator[tuple[int, GenerationResult]]:
-        from eager.remote import RemoteGenerationError, generate_remote
+        from eager.remote import RemoteGenerationError
 
+        events: queue.Queue = queue.Queue()
+        loop, task, thread = self._start(requests, events)
+        yielded: set[int] = set()
         try:
-            results = generate_remote(
-                requests, url=self.server.url, server=self.server, max_concurrency=self.max_concurrency, on_step=on_step
+            while True:
+                event = events.get()
+                if event[0] == "stats" and on_step is not None:
+                    on_step(event[1])
+                elif event[0] == "result":
+                    yielded.add(event[1])
+                    yield event[1], event[2]
+                elif event[0] == "end":  # every result: those not handed on yet come now
+                    yield from ((i, r) for i, r in enumerate(event[1]) if i not in yielded)
+                    return
+                elif event[0] == "error":
+                    if isinstance(event[1], RemoteGenerationError):  # trees it finished in its last moments
+                        yield from ((i, r) for i, r in enumerate(event[1].results) if r is not None and i not in yielded)
+                    raise event[1]
+        finally:
+            if thread.is_alive():
+                loop.call_soon_threadsafe(task.cancel)
+                thread.join(self.STOP_WAIT_S)
+
+    def _start(self, requests: Sequence[TreeRequest], events: queue.Queue) -> tuple[asyncio.AbstractEventLoop, asyncio.Task, threading.Thread]:
+        """The remote run on a new loop in a daemon thread, putting ("stats" | "result" | "end" | "error", ...) on ``events``."""
+        from eager.remote.generate import run_remote
+
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(
+            run_remote(
+                self.server, requests, max_concurrency=self.max_concurrency, on_step=lambda s: events.put(("stats", s)),
+                on_result=lambda i, r: events.put(("result", i, r)),
             )
-        except RemoteGenerationError as e:
-            yield from ((i, r) for i, r in enumerate(e.results) if r is not None)
-            raise
-        yield from enumerate(results)
+        )  # fmt: skip
+
+        def grow() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                results, _ = loop.run_until_complete(task)
+                events.put(("end", results))
+            except BaseException as error:  # handed to the caller's thread, which raises it
+                events.put(("error", error))
+            finally:  # as asyncio.run ends: every task left (the branches' streams) cancelled and awaited
+                left = asyncio.all_tasks(loop)
+                for other in left:
+                    other.cancel()
+                if left:
+                    loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+                loop.close()
+
+        thread = threading.Thread(target=grow, name="eager-remote", daemon=True)
+        thread.start()
+        return loop, task, thread
 
     def close(self) -> None:
         return None

@@ -29,6 +29,7 @@ from what it has, so slots go to the branches that hold the tree back.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, replace
@@ -42,6 +43,8 @@ from eager.remote.http import Http, Transient
 from eager.remote.logprobs import StreamedToken, finish_reason, first_choice, no_logprobs_error, parse_choice, token_entropies, token_entropy
 from eager.remote.server import Server
 from eager.remote.steps import Effects, Finish, Received, Row
+
+log = logging.getLogger(__name__)
 
 LOOKAHEAD = 64  # tokens a branch may stream ahead of its tree while a sibling waits for a slot
 
@@ -74,7 +77,15 @@ class RemoteStats:
 class RemoteDriver:
     """Grows trees on a probed :class:`Server` over one :class:`Http` client."""
 
-    def __init__(self, server: Server, http: Http, *, max_concurrency: int = 16, on_step: Callable[[StepStats], None] | None = None) -> None:
+    def __init__(
+        self,
+        server: Server,
+        http: Http,
+        *,
+        max_concurrency: int = 16,
+        on_step: Callable[[StepStats], None] | None = None,
+        on_result: Callable[[int, GenerationResult], None] | None = None,
+    ) -> None:
         if max_concurrency < 1:
             raise EagerError(f"max_concurrency must be >= 1, got {max_concurrency}")
         if server.vocab is None:
@@ -84,6 +95,8 @@ class RemoteDriver:
         self.http = http
         self.concurrency = min(max_concurrency, server.max_parallel or max_concurrency)
         self.on_step = on_step
+        self.on_result = on_result  # each finished tree (position, result), about as it finishes
+        self._handed: dict[int, GenerationResult] = {}  # results already given to on_result
         self.stats = RemoteStats()
         self._slots = asyncio.Semaphore(self.concurrency)
         self._queues: dict[Branch, deque[Received | Finish]] = {}
@@ -113,6 +126,8 @@ class RemoteDriver:
             except TimeoutError:
                 pass
             self._report(trees, start)
+            if self._failure is None:
+                await self._hand_on(trees, start)
         if self._failure is not None:
             await self._cancel_all()
         elif any(t.status is not Status.FINISHED for t in trees):
@@ -170,22 +185,40 @@ class RemoteDriver:
                 )
             )
 
-    async def _results(self, trees: list[Tree], wall_s: float) -> list[GenerationResult | None]:
-        """Finished trees as results; each prompt's wall_s is its share of the run by request time."""
-        finished = [t for t in trees if t.status is Status.FINISHED]
+    async def _hand_on(self, trees: list[Tree], start: float) -> None:
+        """Give ``on_result`` the trees finished since the last call, so a caller can record them now."""
+        new = [i for i, tree in enumerate(trees) if tree.status is Status.FINISHED and i not in self._handed]
+        if self.on_result is None or not new:
+            return
         try:
-            decode = await self.vocab.decoder(self.http, finished, self.concurrency)
+            results = await self._decoded(trees, new, time.perf_counter() - start)
+        except EagerError as error:
+            log.debug("finished trees not decoded yet (%s): they come with the rest at the end", error)
+            return
+        for i, result in results.items():
+            self._handed[i] = result
+            self.on_result(i, result)
+
+    async def _results(self, trees: list[Tree], wall_s: float) -> list[GenerationResult | None]:
+        """Finished trees as results (those handed on already as they were)."""
+        new = [i for i, tree in enumerate(trees) if tree.status is Status.FINISHED and i not in self._handed]
+        try:
+            results = {**self._handed, **await self._decoded(trees, new, wall_s)}
         except EagerError:
             if self._failure is None:
                 raise
-            return [None] * len(trees)  # the server is gone: nothing can be detokenised
+            results = self._handed  # the server is gone: nothing more can be detokenised
+        return [results.get(i) for i in range(len(trees))]
+
+    async def _decoded(self, trees: list[Tree], positions: list[int], wall_s: float) -> dict[int, GenerationResult]:
+        """The results of finished trees; each prompt's wall_s is its share of ``wall_s`` by request time."""
+        if not positions:
+            return {}
+        decode = await self.vocab.decoder(self.http, [trees[i] for i in positions], self.concurrency)
         total = sum(self._request_s.values()) or 1.0
-        out: list[GenerationResult | None] = [None] * len(trees)
-        for i, tree in enumerate(trees):
-            if tree.status is Status.FINISHED:
-                tree.compute_s = wall_s * self._request_s[tree] / total
-                out[i] = result_of(tree, decode, self._own_pieces)
-        return out
+        for i in positions:
+            trees[i].compute_s = wall_s * self._request_s[trees[i]] / total
+        return {i: result_of(trees[i], decode, self._own_pieces) for i in positions}
 
     def _own_pieces(self, branch: Branch) -> list[str]:
         """The streamed texts of the tokens a branch generated itself ([] where they do not line up)."""

@@ -58,15 +58,20 @@ async def run_remote(
     max_concurrency: int = 16,
     on_step: Callable[[StepStats], None] | None = None,
     chat_template: ChatTemplate | None = None,
+    on_result: Callable[[int, GenerationResult], None] | None = None,
 ) -> tuple[list[GenerationResult], RemoteStats]:
-    """The run on the caller's event loop: probe if needed, prompts in, trees, results and stats."""
+    """The run on the caller's event loop: probe if needed, prompts in, trees, results and stats.
+
+    ``on_result(position, result)`` gets each tree soon after it finishes (the
+    eval records it at once); the returned list still holds every result.
+    """
     check_requests(requests, max_concurrency)
     async with Http(server.http_config) as http:
         if not server.probed:
             await server.probe(http, requests[0].branching.entropy_top_k)
         prompts = await gather_limited([lambda r=r: _prompt(server, http, r, chat_template) for r in requests], max_concurrency)
         ready = [replace(r, prompt_ids=tuple(ids)) for r, (ids, _) in zip(requests, prompts)]
-        driver = RemoteDriver(server, http, max_concurrency=max_concurrency, on_step=on_step)
+        driver = RemoteDriver(server, http, max_concurrency=max_concurrency, on_step=on_step, on_result=on_result)
         results = await driver.run(ready, [text for _, text in prompts])
     log.info("remote run: %s", driver.stats)
     return results, driver.stats
