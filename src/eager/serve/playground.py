@@ -31,6 +31,8 @@ input{width:7rem}
 <fieldset><label>n <input id="n" type="number" min="1" value="8"></label>
 <label>theta <input id="theta" value="auto"></label>
 <label>max tokens <input id="max_tokens" type="number" min="1" value="128"></label>
+<label>temperature <input id="temperature" type="number" min="0" max="2" step="0.1" value="0.6"></label>
+<label>seed <input id="seed" type="number" min="0" placeholder="random"></label>
 <label>API key <input id="key" type="password" placeholder="if set"></label>
 <button id="go" type="submit">Grow the tree</button></fieldset></form>
 <div id="status"></div>__LEGEND__<div id="tree"></div>
@@ -43,7 +45,9 @@ async function grow(ev) {
   const theta = document.getElementById("theta").value.trim();
   const body = {model: MODEL, prompt: document.getElementById("prompt").value,
     n: +document.getElementById("n").value, max_tokens: +document.getElementById("max_tokens").value,
-    eager: {theta: theta === "auto" ? "auto" : +theta}};
+    temperature: +document.getElementById("temperature").value, eager: {theta: theta === "auto" ? "auto" : +theta}};
+  const seed = document.getElementById("seed").value.trim();
+  if (seed) body.seed = +seed;
   const key = document.getElementById("key").value;
   status.textContent = "growing...";
   const res = await fetch("/v1/eager/tree", {method: "POST", body: JSON.stringify(body),
