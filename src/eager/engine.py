@@ -270,8 +270,9 @@ class Engine:
         """
         tree.status = Status.RUNNING
         tree.started_at = tree.started_at or time.perf_counter()
-        root, tree.root_seq = tree.root_seq, None  # the first branch owns the prompt's sequence from now on
+        root = tree.root_seq
         first = tree.new_branch([], [], seq=root)
+        tree.root_seq = None  # the first branch owns the prompt's sequence from now on (not before: a failure keeps it released)
         extra = [tree.new_branch([], [], seq=self.backend.fork(root)) for _ in range(tree.method.initial_branches(tree) - 1)]
         return [first, *extra]
 
