@@ -10,22 +10,12 @@ import openai
 import pytest
 
 from eager.api import run_requests
-from eager.backends.mock import EOG_ID, MockBackend, default_logits
+from eager.backends.mock import MockBackend
 from eager.core.config import BranchingConfig, SamplingConfig
 from eager.core.tree import TreeRequest
-from serve_helpers import KEY, MODEL, THETA, running_server, wait_idle
+from serve_helpers import KEY, MODEL, THETA, SlowMock, running_server, wait_idle
 
 
-def endless_backend(**kw) -> MockBackend:
-    """A mock whose sequences never end on their own: only max tokens, a stop or a cancel ends them."""
-    base = default_logits(32)
-
-    def logits(history):
-        row = base(history)
-        row[EOG_ID] = -50.0
-        return row
-
-    return MockBackend(logits_fn=logits, **kw)
 
 
 def alone(prompt: str, n: int, max_tokens: int, seed: int):
@@ -62,7 +52,7 @@ def test_sixteen_concurrent_clients_get_the_trees_they_would_get_alone():
 
 
 def test_a_client_that_disconnects_mid_stream_has_its_branches_released():
-    backend = endless_backend()
+    backend = SlowMock()  # never ends on its own; a few ms a step, so a fast machine cannot finish it early
     with running_server(backend) as (url, app, _):
         body = {"model": MODEL, "prompt": "never ending", "n": 4, "max_tokens": 2000, "stream": True}
         with httpx.stream("POST", url + "/v1/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as r:
@@ -79,7 +69,7 @@ def test_a_client_that_disconnects_mid_stream_has_its_branches_released():
 
 
 def test_a_full_server_answers_429_with_retry_after():
-    backend = endless_backend()
+    backend = SlowMock()  # never ends on its own; a few ms a step, so a fast machine cannot finish it early
     with running_server(backend, max_queued_requests=1) as (url, app, _):
         client = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0, timeout=30)
         stream = client.completions.create(model=MODEL, prompt="hold the only place", n=2, max_tokens=2000, stream=True)
@@ -95,7 +85,7 @@ def test_a_full_server_answers_429_with_retry_after():
 
 
 def test_a_request_past_the_time_out_gets_504_and_leaves_the_cache():
-    backend = endless_backend()
+    backend = SlowMock()  # never ends on its own; a few ms a step, so a fast machine cannot finish it early
     with running_server(backend, request_timeout_s=0.5) as (url, app, _):
         client = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0, timeout=30)
         with pytest.raises(openai.APIStatusError) as err:
@@ -106,7 +96,7 @@ def test_a_request_past_the_time_out_gets_504_and_leaves_the_cache():
 
 
 def test_a_slow_reader_does_not_hold_up_other_clients():
-    backend = endless_backend()
+    backend = SlowMock()  # never ends on its own; a few ms a step, so a fast machine cannot finish it early
     with running_server(backend) as (url, app, _):
         client = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0, timeout=30)
         slow = client.completions.create(model=MODEL, prompt="slow reader", n=2, max_tokens=400, stream=True)

@@ -6,11 +6,12 @@ import queue
 import time
 
 from eager.api import run_requests
-from eager.backends.mock import EOG_ID, MockBackend, default_logits
+from eager.backends.mock import MockBackend
 from eager.core.config import BranchingConfig, SamplingConfig
 from eager.core.tree import TreeRequest, tokenized
 from eager.engine import Engine
 from eager.serve.online import Job, JobDone, JobFailed, OnlineEngine, Progress, TreeDone
+from serve_helpers import SlowMock
 
 
 def request(prompt: str, seed: int = 0, M: int = 8, max_tokens: int = 30) -> TreeRequest:
@@ -50,16 +51,6 @@ def test_ending_a_branch_from_outside_releases_it_and_can_finish_the_tree():
     assert [s.position for s in engine.scheduler.finished()] == [0]
 
 
-def endless_backend() -> MockBackend:
-    """A mock whose sequences never end on their own: only max tokens or a cancel ends them."""
-    base = default_logits(32)
-
-    def logits(history):
-        row = base(history)
-        row[EOG_ID] = -50.0
-        return row
-
-    return MockBackend(logits_fn=logits)
 
 
 def _job(r: TreeRequest, events: queue.Queue, **kw) -> Job:
@@ -93,7 +84,7 @@ def test_the_loop_grows_trees_as_the_offline_engine_does():
 
 
 def test_a_cancelled_job_leaves_within_a_step_and_the_loop_goes_on():
-    backend = endless_backend()
+    backend = SlowMock()  # never ends on its own; a few ms a step, so a fast machine cannot finish it early
     online = OnlineEngine(backend)
     online.start()
     try:
