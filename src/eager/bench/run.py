@@ -45,10 +45,10 @@ HEADLINE_KEYS = (
     "sum_seq_len",
 )
 
-TARGETS = {
-    "engine_vs_raw": (">=", 0.90),
-    "entropy_overhead": ("<", 0.05),
-    "wall_over_token_ratio": ("<=", 1.10),
+TARGETS = {  # the engine issue's targets: no slower than raw llama.cpp, a cheap step, time saved at least as tokens
+    "engine_vs_raw": (">=", 0.95),
+    "entropy_overhead": ("<", 0.03),
+    "wall_over_token_ratio": ("<=", 1.0),
 }
 
 PEER_OFF = "skipped: the transformers peer is off (peer=False)"
