@@ -86,7 +86,7 @@ class BenchConfig:
     """
 
     model: str | None = option(None, f"packaged model name or .gguf path (default: {DEFAULT_MODEL}; {TEST_MODEL} with --quick)")
-    quick: bool = option(False, "small sizes, to check that every section runs (not for numbers): about 4.5 minutes on SmolLM2 with 1 thread on a busy 2-core machine")
+    quick: bool = option(False, "small sizes, to check that every section runs (not for numbers): under a minute on SmolLM2 on an idle 2-core machine (57 s), about 4.5 minutes with 1 thread on a busy one")
     M: int = option(8, "sequences per prompt (default: {default})", flag="-M")
     threads: int | None = option(None, "CPU threads for llama.cpp and torch (default: all cores)")
     ctx: int = option(8192, "KV cells of the main context (default: {default})")
