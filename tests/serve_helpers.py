@@ -7,6 +7,8 @@ import threading
 import time
 from contextlib import contextmanager
 
+import openai
+import pytest
 import uvicorn
 
 from eager.api import ThetaChoice
@@ -73,3 +75,16 @@ class SlowMock(MockBackend):
     def step(self, items):
         time.sleep(0.004)
         return super().step(items)
+
+
+@pytest.fixture(scope="module")
+def served():
+    """A module's server on the mock: (url, app, backend)."""
+    with running_server() as (url, app, backend):
+        yield url, app, backend
+
+
+@pytest.fixture
+def client(served):
+    """The official openai client pointed at ``served``."""
+    return openai.OpenAI(base_url=served[0] + "/v1", api_key=KEY, max_retries=0, timeout=30)

@@ -7,18 +7,8 @@ import asyncio
 import openai
 import pytest
 
-from serve_helpers import KEY, MODEL, THETA, running_server, wait_idle
+from serve_helpers import KEY, MODEL, THETA, client, running_server, served, wait_idle  # noqa: F401 (fixtures)
 
-
-@pytest.fixture(scope="module")
-def served():
-    with running_server() as (url, app, backend):
-        yield url, app, backend
-
-
-@pytest.fixture
-def client(served):
-    return openai.OpenAI(base_url=served[0] + "/v1", api_key=KEY, max_retries=0, timeout=30)
 
 
 def test_n_above_one_grows_one_eager_tree_of_at_most_n_sequences(client, served):

@@ -5,21 +5,11 @@ from __future__ import annotations
 import openai
 import pytest
 
-from serve_helpers import KEY, MODEL, running_server, wait_idle
+from serve_helpers import KEY, MODEL, client, running_server, served, wait_idle  # noqa: F401 (fixtures)
 
 PROMPTS = ["What is 2 + 2?", "Name a colour", "zz"]
 N = 4
 
-
-@pytest.fixture(scope="module")
-def served():
-    with running_server() as (url, app, backend):
-        yield url, app, backend
-
-
-@pytest.fixture
-def client(served):
-    return openai.OpenAI(base_url=served[0] + "/v1", api_key=KEY, max_retries=0, timeout=30)
 
 
 def ask(client, prompt, **kw):
