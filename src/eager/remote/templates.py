@@ -48,13 +48,17 @@ class ChatTemplate:
 
     def render(self, user_text: str) -> str:
         """The prompt text for one user message, ending where the assistant's answer starts."""
+        return self.render_messages([("user", user_text)])
+
+    def render_messages(self, messages: list[tuple[str, str]]) -> str:
+        """The prompt text for a conversation of (role, content), ending where the assistant's answer starts."""
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
         env.filters["tojson"] = _tojson
         env.globals["raise_exception"] = _raise
         env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
         try:
             text = env.from_string(self.source).render(
-                messages=[{"role": "user", "content": user_text}],
+                messages=[{"role": role, "content": content} for role, content in messages],
                 add_generation_prompt=True,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,

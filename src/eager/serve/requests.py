@@ -172,8 +172,11 @@ def chat_prompt(body: ChatCompletionRequest, tokenizer) -> tuple[str, bool, tupl
         return messages[0][1], True, ()
     template = getattr(tokenizer, "chat_template", None)
     if template and hasattr(tokenizer, "encode"):
-        from eager.serve.chat import render_conversation
+        from eager.remote.templates import ChatTemplate
 
-        text = render_conversation(template.decode("utf-8"), messages)
+        try:
+            text = ChatTemplate(template.decode("utf-8"), origin="the model").render_messages(messages)
+        except EagerError as error:
+            raise bad(f"this conversation: {error}", "messages") from None
         return text, False, tuple(tokenizer.encode(text, add_special=True, parse_special=True))
     return "\n".join(f"{role}: {text}" for role, text in messages) + "\nassistant:", False, ()
