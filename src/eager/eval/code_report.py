@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from eager.eval.code import CODE_DATASETS, CodeVerifier
+from eager.eval.code import CodeVerifier
+from eager.eval.datasets import CODE_DATASETS
+from eager.eval.report_lines import k_labels, reallocation_lines, run_line, unbiased_table, with_blank_before
 from eager.eval.metrics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, LEVEL
 from eager.eval.sandbox import REASONS
 
@@ -49,8 +51,6 @@ def failure_counts(records: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def render_code_markdown(summary: dict[str, Any]) -> str:
-    from eager.eval.report import _run_line, _unbiased_table, _with_blank_before, k_labels, reallocation_lines
-
     config = summary["config"]
     rows = list(summary["methods"].values())
     label = k_labels(rows)
@@ -69,12 +69,12 @@ def render_code_markdown(summary: dict[str, Any]) -> str:
         f"{CONS_NOTE}.",
         f"[low, high]: {100 * LEVEL:.0f}% percentile bootstrap interval over the prompts "
         f"({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}).",
-        _run_line(summary.get("run")),
+        run_line(summary.get("run")),
         "",
         *_table(rows, label, summary["n_prompts"]),
         *_difference_table(rows, label),
-        *_with_blank_before(reallocation_lines(summary)),
-        *_unbiased_table(rows),
+        *with_blank_before(reallocation_lines(summary)),
+        *unbiased_table(rows),
         *_failure_table(rows),
     ]
     return "\n".join(lines) + "\n"

