@@ -26,7 +26,7 @@ import json
 import socket
 import struct
 
-from scripted_server import PositionScript, ScriptedServer, _json, _send, _sse_chunk
+from scripted_server import PositionScript, ScriptedServer, _json, _send, _sse_chunk, serve_forever
 
 STREAM_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 TICK_S = 0.05
@@ -114,14 +114,7 @@ def main() -> None:
     parser.add_argument("--mode", default="")
     args = parser.parse_args()
 
-    async def run() -> None:
-        server = HostileServer(args.mode, delay_s=args.delay)
-        listening = await asyncio.start_server(server.handle, "127.0.0.1", args.port)
-        print(f"PORT {listening.sockets[0].getsockname()[1]}", flush=True)
-        async with listening:
-            await listening.serve_forever()
-
-    asyncio.run(run())
+    serve_forever(HostileServer(args.mode, delay_s=args.delay), args.port)
 
 
 if __name__ == "__main__":

@@ -385,9 +385,15 @@ def main() -> None:
     parser.add_argument("--flavour", default="vllm", choices=("vllm", "llama-server"))
     args = parser.parse_args()
 
+    serve_forever(ScriptedServer(PositionScript(), flavour=args.flavour, delay_s=args.delay), args.port)
+
+
+def serve_forever(server, port: int) -> None:
+    """Serve ``server`` (anything with an asyncio ``handle``) on 127.0.0.1:``port`` (0: any free one),
+    printing "PORT <n>" first, until killed: the main of the server scripts tests start as processes."""
+
     async def run() -> None:
-        server = ScriptedServer(PositionScript(), flavour=args.flavour, delay_s=args.delay)
-        listening = await asyncio.start_server(server.handle, "127.0.0.1", args.port, backlog=4096)
+        listening = await asyncio.start_server(server.handle, "127.0.0.1", port, backlog=4096)
         print(f"PORT {listening.sockets[0].getsockname()[1]}", flush=True)
         async with listening:
             await listening.serve_forever()
