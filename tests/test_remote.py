@@ -515,3 +515,26 @@ def test_cli_eval_runs_through_the_server_and_writes_every_file(llama_server, tm
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["methods"]) == {"parallel", "eager-init", "eager-adapt"}
     assert (out / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_leaving_the_executor_while_its_thread_closes_the_loop_is_not_an_error(monkeypatch):
+    """The "end" event comes before the thread's clean-up closes the loop: the caller must not cancel on a closed loop."""
+    from eager.eval.executors import RemoteExecutor
+
+    release = threading.Event()
+
+    def start(self, requests, events):
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(asyncio.sleep(0))
+        loop.run_until_complete(task)
+        loop.close()  # as the thread's finally does, while the thread itself still runs
+        thread = threading.Thread(target=release.wait, args=(0.2,), daemon=True)
+        thread.start()
+        events.put(("end", ["only"]))
+        return loop, task, thread
+
+    monkeypatch.setattr(RemoteExecutor, "_start", start)
+    try:
+        assert list(RemoteExecutor(server=None).run([])) == [(0, "only")]
+    finally:
+        release.set()

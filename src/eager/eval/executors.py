@@ -121,7 +121,10 @@ class RemoteExecutor:
                     raise event[1]
         finally:
             if thread.is_alive():
-                loop.call_soon_threadsafe(task.cancel)
+                try:
+                    loop.call_soon_threadsafe(task.cancel)
+                except RuntimeError:  # the loop closed between the two checks: the thread is ending on its own
+                    pass
                 thread.join(self.STOP_WAIT_S)
 
     def _start(self, requests: Sequence[TreeRequest], events: queue.Queue) -> tuple[asyncio.AbstractEventLoop, asyncio.Task, threading.Thread]:
