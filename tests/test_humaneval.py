@@ -236,3 +236,16 @@ def test_trees_whose_grading_is_still_running_are_written_later_and_none_is_lost
         assert len((out / f"{method}.jsonl").read_text().splitlines()) == 6
     assert verify.prefetched >= 6 * 4 and max(verify.asked.values()) >= 3
     assert summary["methods"]["eager"]["n_prompts"] == 6
+
+
+def test_config_json_records_the_code_template_the_prompts_used_and_an_older_run_still_resumes(tmp_path):
+    config = humaneval_config(tmp_path, limit=2, methods="parallel")
+    run_eval(config, backend=chatty_mock(), verifier=holds_q)
+    path = tmp_path / "out" / "config.json"
+    stored = json.loads(path.read_text())
+    assert stored["template"] == CODE_TEMPLATE
+    stored["template"] = DEFAULT_TEMPLATE  # as runs written before this recorded it
+    path.write_text(json.dumps(stored))
+    before = (tmp_path / "out" / "parallel.jsonl").read_text()
+    run_eval(config, backend=chatty_mock(), verifier=holds_q)  # resumes: nothing to do, nothing refused
+    assert (tmp_path / "out" / "parallel.jsonl").read_text() == before

@@ -127,7 +127,6 @@ def cmd_calibrate(args) -> int:
     from eager.api import entropy_measure
     from eager.eval.calibrate import CalibrationConfig, calibrate, plot_calibration
     from eager.eval.code import code_verifier
-    from eager.eval.datasets import DEFAULT_TEMPLATE
     from eager.eval.executors import ModelSpec, absolute_model, open_executor
     from eager.eval.grading import Grader
     from eager.eval.verify import GoldAnswerVerifier, safe
@@ -137,8 +136,8 @@ def cmd_calibrate(args) -> int:
     branching = config_from_args(BranchingConfig, args, exclude=("theta",))
     sampling = config_from_args(SamplingConfig, args)
     engine = config_from_args(EngineConfig, args)
-    template = args.template if args.template is not None else DEFAULT_TEMPLATE
     problems = warmup_problems(args)
+    template = args.template if args.template is not None else problems[0].default_template  # a code problem's own
     code = code_verifier(problems, args.grade_timeout, unsafe=False) if args.labels else None  # code: tests pass in the sandbox
     verify = (code or safe(GoldAnswerVerifier(Grader(args.grade_timeout)), extract=args.extract)) if args.labels else None
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

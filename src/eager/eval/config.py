@@ -28,7 +28,7 @@ from eager.api import AUTO, resolve_theta
 from eager.core.config import BranchingConfig, EngineConfig, SamplingConfig, option, split_options
 from eager.errors import EagerError
 from eager.eval.budget import ReallocationConfig
-from eager.eval.datasets import DEFAULT_TEMPLATE, Problem
+from eager.eval.datasets import CODE_DATASETS, CODE_TEMPLATE, DEFAULT_TEMPLATE, Problem
 from eager.eval.grading import DEFAULT_EXTRACT, EXTRACT_MODES, LEGACY_EXTRACT, check_extract_mode
 from eager.eval.methods import EVAL_METHODS, INIT_METHOD, REALLOCATION_METHODS, TREE_METHODS
 from eager.models import DEFAULT_MODEL, model_identity
@@ -207,6 +207,8 @@ def stored_config(config: EvalConfig, problems: Sequence[Problem], verifier_labe
     stored["ids"] = sorted(config.ids) if config.ids is not None else None
     if Path(config.dataset).is_file():  # one file, however its path is spelled
         stored["dataset"] = str(Path(config.dataset).resolve())
+    if config.template == DEFAULT_TEMPLATE and problems:  # the default is the problems' own (code: CODE_TEMPLATE)
+        stored["template"] = problems[0].default_template
     stored["n_problems"] = len(problems)
     stored["problems_sha256"] = problems_digest(problems)
     stored["verifier"] = verifier_label
@@ -269,8 +271,15 @@ PROVENANCE_FIELDS = ("theta_source",)
 
 
 def with_legacy_values(stored: dict[str, Any]) -> dict[str, Any]:
-    """A stored configuration with the keys it predates filled in as that run behaved."""
-    return {**LEGACY_VALUES, **stored}
+    """A stored configuration with the keys it predates filled in as that run behaved.
+
+    A code run written before config.json recorded the code template holds the math
+    default there, but its prompts used the code template: read it as that one.
+    """
+    filled = {**LEGACY_VALUES, **stored}
+    if filled.get("dataset") in CODE_DATASETS and filled.get("template") == DEFAULT_TEMPLATE:
+        filled["template"] = CODE_TEMPLATE
+    return filled
 
 
 def problems_digest(problems: Sequence[Problem]) -> str:
