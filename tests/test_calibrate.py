@@ -358,3 +358,16 @@ def test_cli_calibrate_labels_on_code_grade_by_running_the_tests(tmp_path, monke
     record = json.loads(out.read_text())
     assert ran and all("def check(" in source for source in ran)
     assert {point["pass_at_k"] for point in record["points"]} == {1.0}
+
+
+def test_the_recorded_command_holds_the_flags_given_and_no_other():
+    from eager.cli import build_parser
+    from eager.cli.calibrate import command_line
+
+    base = ["calibrate", "--model", "smollm2-135m", "--limit", "4", "-M", "4", "--no-cache"]
+    args = build_parser().parse_args(base)
+    command = command_line(args)
+    assert command.startswith("eager calibrate --model smollm2-135m --dataset gsm8k --split train --limit 4 -M 4 --max-tokens ")
+    assert "--no-cache" in command and "--verbose" not in command and "--quiet" not in command
+    quiet = command_line(build_parser().parse_args([*base, "-q", "--no-dynamic-theta"]))
+    assert quiet.count("--quiet") == 1 and "--verbose" not in quiet and "--no-dynamic-theta" in quiet

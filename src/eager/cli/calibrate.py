@@ -93,6 +93,8 @@ def command_line(args) -> str:
     words = ["eager", "calibrate"]
     for action in actions:
         value = getattr(args, action.dest, action.default)
+        if action.nargs == 0 and value != action.const:  # a flag not given (-v and -q share one dest)
+            continue
         if value == action.default and action.dest not in STATED:
             continue
         flag = min(action.option_strings, key=len) if action.dest == "max_sequences" else max(action.option_strings, key=len)
