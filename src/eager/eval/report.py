@@ -190,8 +190,6 @@ def _method_summary(method: str, M: int, records: dict[str, list[dict[str, Any]]
 
 # -- reallocation: what eager-adapt and eager had to move --------------------------------
 
-# Which prompts each reallocation method calls hard (the plan itself is EVAL_METHODS[m].plan).
-
 
 def reallocation_at(config: dict[str, Any], records: dict[str, list[dict[str, Any]]], M: int) -> dict[str, Any] | None:
     """The budget R = M x prompts - sequences that eager-init left at M, and how many extra

@@ -7,6 +7,7 @@ from typing import Any
 
 from eager.eval.methods import REALLOCATION_METHODS
 
+# Which prompts each reallocation method calls hard (the plan itself is EVAL_METHODS[m].plan).
 HARD_PROMPTS = {"eager-adapt": "prompts whose eager-init tree reached M = {M}", "eager": "prompts eager-init did not solve"}
 
 
