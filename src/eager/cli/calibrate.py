@@ -51,7 +51,7 @@ def add_parser(sub) -> None:
     d.add_argument("--offset", type=int, default=0, help="skip the first K problems (default: 0)")
     d.add_argument("--question-field", default=None, help="record field with the question (.jsonl / hf; default: question)")
     d.add_argument("--answer-field", default=None, help="record field with the gold answer, for --labels (default: answer)")
-    d.add_argument("--template", action=Given, default=None, help="user message with {question} (default: eval's, which asks for \\boxed{})")
+    d.add_argument("--template", action=Given, default=None, help="user message with {question} (default: eval's, which asks for \\boxed{}, or for code a ```python block)")
 
     c = p.add_argument_group("search")
     add_config_options(c, CalibrationConfig)
@@ -129,6 +129,7 @@ def cmd_calibrate(args) -> int:
     from eager.api import entropy_measure
     from eager.eval.calibrate import CalibrationConfig, calibrate, plot_calibration
     from eager.eval.code import code_verifier
+    from eager.eval.datasets import DEFAULT_TEMPLATE, template_for
     from eager.eval.executors import ModelSpec, absolute_model, open_executor
     from eager.eval.grading import Grader
     from eager.eval.verify import GoldAnswerVerifier, safe
@@ -139,7 +140,7 @@ def cmd_calibrate(args) -> int:
     sampling = config_from_args(SamplingConfig, args)
     engine = config_from_args(EngineConfig, args)
     problems = warmup_problems(args)
-    template = args.template if args.template is not None else problems[0].default_template  # a code problem's own
+    template = template_for(problems[0], DEFAULT_TEMPLATE if args.template is None else args.template)  # the one sent
     code = code_verifier(problems, args.grade_timeout, unsafe=False) if args.labels else None  # code: tests pass in the sandbox
     verify = (code or safe(GoldAnswerVerifier(Grader(args.grade_timeout)), extract=args.extract)) if args.labels else None
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

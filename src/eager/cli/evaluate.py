@@ -81,7 +81,7 @@ def _add_eval_options(p) -> None:
     d.add_argument("--limit", type=int, default=None, help="evaluate at most N problems (after --ids and --offset)")
     d.add_argument("--offset", type=int, default=0, help="skip the first K problems (default: 0)")
     d.add_argument("--ids", default=None, metavar="FILE", help="a file of problem ids, one per line: evaluate only those")
-    d.add_argument("--template", action=Given, default=None, help="user message with {question}; literal braces doubled (default: asks for the answer in \\boxed{})")
+    d.add_argument("--template", action=Given, default=None, help="user message with {question}; literal braces doubled (default: asks for the answer in \\boxed{}; for humaneval, for the function in a ```python block)")
 
     r = p.add_argument_group("run")
     r.add_argument("--out", required=True, help="output directory (created; an existing run of the same configuration is resumed)")

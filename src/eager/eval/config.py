@@ -28,7 +28,7 @@ from eager.api import AUTO, resolve_theta
 from eager.core.config import BranchingConfig, EngineConfig, SamplingConfig, option, split_options
 from eager.errors import EagerError
 from eager.eval.budget import ReallocationConfig
-from eager.eval.datasets import CODE_DATASETS, CODE_TEMPLATE, DEFAULT_TEMPLATE, Problem
+from eager.eval.datasets import CODE_DATASETS, CODE_TEMPLATE, DEFAULT_TEMPLATE, Problem, template_for
 from eager.eval.grading import DEFAULT_EXTRACT, EXTRACT_MODES, LEGACY_EXTRACT, check_extract_mode
 from eager.eval.methods import EVAL_METHODS, INIT_METHOD, REALLOCATION_METHODS, TREE_METHODS
 from eager.models import DEFAULT_MODEL, model_identity
@@ -207,8 +207,8 @@ def stored_config(config: EvalConfig, problems: Sequence[Problem], verifier_labe
     stored["ids"] = sorted(config.ids) if config.ids is not None else None
     if Path(config.dataset).is_file():  # one file, however its path is spelled
         stored["dataset"] = str(Path(config.dataset).resolve())
-    if config.template == DEFAULT_TEMPLATE and problems:  # the default is the problems' own (code: CODE_TEMPLATE)
-        stored["template"] = problems[0].default_template
+    if problems:  # the template the prompts were made from (the default: the problems' own)
+        stored["template"] = template_for(problems[0], config.template)
     stored["n_problems"] = len(problems)
     stored["problems_sha256"] = problems_digest(problems)
     stored["verifier"] = verifier_label

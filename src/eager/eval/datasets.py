@@ -282,6 +282,13 @@ def load_id_file(path: str | Path) -> list[str]:
     return [line.strip() for line in read_lines(path, "id file") if line.strip()]
 
 
+def template_for(problem: Problem, template: str = DEFAULT_TEMPLATE) -> str:
+    """The template ``problem``'s prompt is made from: ``template``, or in place of the
+    default the problem's own (``Problem.default_template``: a code problem asks for
+    the function in a code block)."""
+    return problem.default_template if template == DEFAULT_TEMPLATE else template
+
+
 def format_prompt(problem: Problem, template: str = DEFAULT_TEMPLATE) -> str:
     """The user message for ``problem``: ``template`` with ``{question}`` filled in.
 
@@ -290,8 +297,7 @@ def format_prompt(problem: Problem, template: str = DEFAULT_TEMPLATE) -> str:
     must be doubled, as in ``str.format``
     (``\\boxed{{}}`` renders as ``\\boxed{}``).
     """
-    if template == DEFAULT_TEMPLATE:
-        template = problem.default_template
+    template = template_for(problem, template)
     if "{question}" not in template:
         raise EagerError("prompt template must contain the placeholder {question}")
     try:
